@@ -1,0 +1,63 @@
+"""Shared defaults and the ``file.py:key=value,...`` config-argument parser."""
+import ml_collections
+
+
+def parse_arg(arg, **defaults):
+  """Parse ``"a=1,b=x"`` into a dict, typed like ``defaults`` (unknown keys are an error)."""
+  out = dict(defaults)
+  if not arg:
+    return out
+  for item in arg.split(","):
+    if not item:
+      continue
+    if "=" not in item:
+      raise ValueError(f"config argument {item!r} is not key=value")
+    key, value = item.split("=", 1)
+    if key not in defaults:
+      raise ValueError(f"unknown config argument {key!r}; valid: {', '.join(sorted(defaults))}")
+    kind = type(defaults[key])
+    out[key] = (value.lower() in ("1", "true", "yes")) if kind is bool else kind(value)
+  return out
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Every key the trainer reads, with the GDW paper's recipe where one exists."""
+  c = ml_collections.ConfigDict()
+  # What to run.
+  c.method = "gdw"                 # erm | mwnet | gdw (see gdw_jax.methods.names())
+  c.dataset = "digits"
+  c.model = "mlp"
+  # Label noise / imbalance / meta set.
+  c.noise_type = "uniform"         # none | uniform | flip | flip2
+  c.noise_rate = 0.4
+  c.imbalance_factor = 1.0         # n_min / n_max in (0, 1]; 1 = balanced
+  c.imbalance_type = "exp"         # exp | step
+  c.meta_per_class = 10
+  # Optimisation (classifier): SGD momentum 0.9, coupled L2 5e-4, per-epoch cosine from 0.1.
+  c.batch_size = 100
+  c.meta_batch_size = 0            # 0: same as batch_size (capped at the meta set size)
+  c.num_epochs = 80
+  c.learning_rate = 0.1
+  c.lr_schedule = "cosine_epoch"   # cosine_epoch | constant | step_epoch
+  c.lr_milestones = ()             # step_epoch only
+  c.lr_decay = 0.1
+  c.momentum = 0.9
+  c.nesterov = False
+  c.weight_decay = 5e-4
+  c.drop_last = False              # official loaders keep the last, smaller batch
+  c.seed = 0
+  c.dtype = "float32"              # float64 for step-parity checks
+  c.eval_batch_size = 1000
+  # Faithful knobs of the official GDW code.
+  c.prob_clamp = 0.999             # E = min(softmax, 0.999) - onehot (1.0: exact CE gradient)
+  c.hypergrad = "autodiff"         # nested-grad reference
+  # Weighting net (MW-Net's VNet; also GDW's first stage).
+  c.vnet = ml_collections.ConfigDict(dict(
+      hidden=100, optimizer="adam", lr=1e-3, weight_decay=1e-4, momentum=0.0,
+      nesterov=False, amsgrad=False))
+  c.mwnet = ml_collections.ConfigDict(dict(real_weights="updated"))  # or "initial"
+  c.gdw = ml_collections.ConfigDict(dict(outer_lr=100.0, clip=0.2, weight_min=1e-6,
+                                         weight_max=1e6))
+  # Logging.
+  c.progress = True
+  return c

@@ -1,0 +1,89 @@
+"""The bilevel (one-step look-ahead) meta gradient shared by every meta-reweighting method.
+
+Read top to bottom, one meta step is:
+
+1. The method turns its weighting parameters into a weight matrix ``W`` (``[N, 1]`` instance
+   weights for MW-Net / L2RW / CMW-Net, ``[N, C]`` class-level weights for GDW).
+2. Virtual step: the classifier takes one plain SGD step (current lr, no momentum, no weight
+   decay) on the weighted objective whose logit cotangent is ``B * W / N``:
+
+       theta'(W) = theta - lr * J_theta(z)^T (B * W / N)
+
+   where ``z = f_theta(x)`` are the training logits (train-mode BN) and ``B = dl/dz`` is the
+   method's per-sample base-loss gradient (for CE ``E = softmax - onehot``), held constant.
+3. Meta loss: plain mean cross-entropy of the virtual model on a clean meta batch (train-mode BN;
+   the BN statistics of this forward are discarded):  ``L_meta(W) = CE(f_{theta'(W)}(x_m), y_m)``.
+4. Meta gradient ``dL_meta / dW``, which the method pulls back to its own parameters (e.g. a VJP
+   through the weight net) or uses directly (GDW's class-level step, L2RW's weights).
+
+The ``autodiff`` route below is the reference: the virtual update is a differentiable function
+inside ``jax.value_and_grad`` over ``W`` (reverse over reverse). By the chain rule its result is
+
+    dL_meta/dW[i, c] = -(lr / N) * B[i, c] * (J_theta(z) . grad L_meta(theta'))[i, c]
+
+(summed over ``c`` for instance weights), which the tests check against this closed form.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+from gdw_jax import losses
+
+HYPERGRADS = ("autodiff",)
+
+
+@dataclasses.dataclass(frozen=True)
+class StepContext:
+  """What a weighting method may look at during one training step (built inside ``jit``)."""
+  apply_fn: Callable[..., Any]  # (params, model_state, x, train) -> (logits, model_state)
+  params: Any                   # classifier parameters theta
+  model_state: Any              # BN statistics before the step
+  x: jnp.ndarray                # training inputs (augmented)
+  labels: jnp.ndarray           # the (noisy) labels the learner sees, [N]
+  logits: jnp.ndarray           # f_theta(x) in train mode, [N, C]
+  lr: jnp.ndarray               # the classifier's current learning rate (virtual-step lr)
+  meta_x: Any = None            # clean meta batch (None for methods without a meta step)
+  meta_y: Any = None
+  rng: Any = None               # a key for this step (augmentation already consumed its own)
+  step: Any = None              # global step before this update
+  norm_size: Any = None         # the N in /N (the actual batch size unless configured)
+  hypergrad: str = "autodiff"
+
+  @property
+  def batch_size(self):
+    return self.norm_size if self.norm_size is not None else self.labels.shape[0]
+
+
+def virtual_params(ctx: StepContext, cotangent):
+  """``theta' = theta - lr * J_theta(z)^T cotangent`` (plain SGD on every parameter)."""
+  _, vjp = jax.vjp(lambda p: ctx.apply_fn(p, ctx.model_state, ctx.x, True)[0], ctx.params)
+  (grad,) = vjp(cotangent)
+  lr = ctx.lr
+  return jax.tree.map(lambda p, g: p - lr.astype(p.dtype) * g, ctx.params, grad)
+
+
+def meta_loss(ctx: StepContext, params):
+  """Mean CE of the classifier ``params`` on the meta batch, train-mode BN (stats discarded)."""
+  logits, _ = ctx.apply_fn(params, ctx.model_state, ctx.meta_x, True)
+  return jnp.mean(losses.cross_entropy(logits, ctx.meta_y))
+
+
+def meta_gradient(ctx: StepContext, base_grad, weights):
+  """``(L_meta(theta'(W)), dL_meta/dW)`` at ``W = weights``.
+
+  ``base_grad`` ``[N, C]`` is held constant (stop-gradient); ``weights`` is ``[N, 1]`` or
+  ``[N, C]`` and the returned gradient has its shape.
+  """
+  base_grad = jax.lax.stop_gradient(base_grad)
+  n = ctx.batch_size
+  if ctx.hypergrad != "autodiff":
+    raise ValueError(f"unknown hypergrad {ctx.hypergrad!r}; valid: {', '.join(HYPERGRADS)}")
+
+  def outer(w):
+    return meta_loss(ctx, virtual_params(ctx, base_grad * w / n))
+
+  return jax.value_and_grad(outer)(weights)

@@ -1,0 +1,36 @@
+"""Command line: ``python -m gdw_jax.main --config=configs/digits.py --workdir=runs/digits``.
+
+Any config key can be overridden, e.g. ``--config.method=mwnet --config.noise_rate=0.6``.
+Kept thin: the work is in :func:`gdw_jax.train.train_and_evaluate`, importable from notebooks.
+"""
+import os
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                               "configs", "digits.py")
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "Directory for config, labels, metrics and results.")
+config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG, "Training config file.",
+                                lock_config=True)
+flags.mark_flags_as_required(["workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  from gdw_jax import train  # after flag parsing: keeps --help fast
+  try:
+    final = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  except train.ConfigError as e:
+    print(f"gdw_jax: error: {e}", file=sys.stderr)
+    sys.exit(2)
+  print(f"last5_acc={final['last5_acc']:.2f} best_acc={final['best_acc']:.2f} "
+        f"last_acc={final['last_acc']:.2f} -> {os.path.join(FLAGS.workdir, 'final.json')}")
+
+
+if __name__ == "__main__":
+  app.run(main)

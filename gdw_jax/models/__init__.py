@@ -1,0 +1,72 @@
+"""Classifiers looked up by name, behind one functional signature.
+
+Every model is used through :class:`ModelFns`::
+
+    params, model_state = fns.init(rng, x)
+    logits, new_model_state = fns.apply(params, model_state, x, train)
+
+``model_state`` holds the non-trainable collections (BatchNorm running statistics under
+``batch_stats``); it is ``{}`` for models without any. In train mode BN uses batch statistics
+and the returned state carries the updated running statistics; callers decide whether to keep
+it (only the real forward of a training step does).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, NamedTuple
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from gdw_jax.models.mlp import MLP, SmallCNN
+from gdw_jax.models.weight_nets import VNet
+
+
+class ModelFns(NamedTuple):
+  module: nn.Module
+  init: Callable[..., Any]
+  apply: Callable[..., Any]
+
+
+def functional(module: nn.Module) -> ModelFns:
+  """Wrap a Linen module whose ``__call__(x, train)`` returns logits."""
+
+  def init(rng, x):
+    variables = module.init(rng, x, train=False)
+    variables = dict(variables)
+    params = variables.pop("params")
+    return params, variables
+
+  def apply(params, model_state, x, train: bool):
+    variables = {"params": params, **model_state}
+    if train and model_state:
+      logits, new_state = module.apply(variables, x, train=True, mutable=list(model_state))
+      return logits, dict(new_state)
+    return module.apply(variables, x, train=train), model_state
+
+  return ModelFns(module, init, apply)
+
+
+_MODELS: Dict[str, Callable[..., nn.Module]] = {
+    "mlp": lambda num_classes, config, dtype: MLP(
+        num_classes, hidden=tuple(config.get("mlp_hidden", (256, 256))),
+        batch_norm=bool(config.get("mlp_batch_norm", False)), dtype=dtype),
+    "cnn": lambda num_classes, config, dtype: SmallCNN(num_classes, dtype=dtype),
+}
+
+
+def register(name: str, factory: Callable[..., nn.Module]) -> None:
+  """``factory(num_classes, config, dtype) -> nn.Module``."""
+  _MODELS[name] = factory
+
+
+def names():
+  return tuple(sorted(_MODELS))
+
+
+def get(name: str, num_classes: int, config=None, dtype=jnp.float32) -> ModelFns:
+  if name not in _MODELS:
+    raise ValueError(f"unknown model {name!r}; valid: {', '.join(names())}")
+  return functional(_MODELS[name](num_classes, config or {}, dtype))
+
+
+__all__ = ["ModelFns", "functional", "get", "names", "register", "MLP", "SmallCNN", "VNet"]
