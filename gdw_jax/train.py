@@ -106,19 +106,19 @@ def make_eval_fn(model: models.ModelFns, batch_size: int):
   def logits_fn(params, model_state, x):
     return model.apply(params, model_state, x, False)[0]
 
-  def evaluate(params, model_state, x, y) -> Dict[str, float]:
-    correct, total_loss = 0, 0.0
+  def evaluate(params, model_state, x, y) -> Dict[str, Any]:
     n = x.shape[0]
+    preds, total_loss = [], 0.0
     for start in range(0, n, batch_size):
       xb, yb = x[start:start + batch_size], y[start:start + batch_size]
       pad = batch_size - xb.shape[0] if n > batch_size else 0
       if pad:  # keep one compiled shape
         xb = np.concatenate([xb, np.repeat(xb[-1:], pad, axis=0)])
-      logits = np.asarray(logits_fn(params, model_state, xb))[:len(yb)]
-      correct += int((logits.argmax(-1) == yb).sum())
-      total_loss += float(np.sum(np.asarray(losses.cross_entropy(jnp.asarray(logits),
-                                                                 jnp.asarray(yb)))))
-    return {"acc": 100.0 * correct / n, "loss": total_loss / n}
+      logits = logits_fn(params, model_state, xb)[:len(yb)]
+      total_loss += float(jnp.sum(losses.cross_entropy(logits, jnp.asarray(yb))))
+      preds.append(np.asarray(jnp.argmax(logits, -1)))
+    preds = np.concatenate(preds)
+    return {"acc": 100.0 * float(np.mean(preds == y)), "loss": total_loss / n, "pred": preds}
 
   return evaluate
 
@@ -231,6 +231,7 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
                     test_acc=f"{row['test_acc']:.2f}")
   bar.close()
 
+  np.savez(os.path.join(workdir, "predictions.npz"), test_pred=test["pred"], test_labels=ds.y_test)
   with open(os.path.join(workdir, "method_state.msgpack"), "wb") as f:
     f.write(flax.serialization.to_bytes(jax.device_get(state.method_state)))
   np.savez(os.path.join(workdir, "sample_weights.npz"), instance_weight=instance_w,
