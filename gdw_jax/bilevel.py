@@ -22,6 +22,12 @@ inside ``jax.value_and_grad`` over ``W`` (reverse over reverse). By the chain ru
     dL_meta/dW[i, c] = -(lr / N) * B[i, c] * (J_theta(z) . grad L_meta(theta'))[i, c]
 
 (summed over ``c`` for instance weights), which the tests check against this closed form.
+
+The ``jvp`` route computes exactly that closed form: because the virtual step is linear in
+``W``, ``dL_meta/dW`` needs only ``grad L_meta(theta')`` and one forward-mode product
+``J_theta(z) . grad L_meta(theta')`` (a ``jax.jvp`` of the logits at ``theta``), so no
+second-order graph is kept in memory. When the trainer passes the VJP of its own forward
+(``ctx.logits_vjp``), the virtual step reuses it instead of forwarding the batch again.
 """
 from __future__ import annotations
 
@@ -33,7 +39,7 @@ import jax.numpy as jnp
 
 from gdw_jax import losses
 
-HYPERGRADS = ("autodiff",)
+HYPERGRADS = ("autodiff", "jvp")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,15 +58,24 @@ class StepContext:
   step: Any = None              # global step before this update
   norm_size: Any = None         # the N in /N (the actual batch size unless configured)
   hypergrad: str = "autodiff"
+  logits_vjp: Any = None        # VJP of theta -> logits from the step's own forward (optional)
 
   @property
   def batch_size(self):
     return self.norm_size if self.norm_size is not None else self.labels.shape[0]
 
 
-def virtual_params(ctx: StepContext, cotangent):
+def train_logits(ctx: StepContext, params):
+  """``f_params(x)`` in train mode (batch statistics; the BN update is discarded)."""
+  return ctx.apply_fn(params, ctx.model_state, ctx.x, True)[0]
+
+
+def virtual_params(ctx: StepContext, cotangent, reuse_vjp: bool = False):
   """``theta' = theta - lr * J_theta(z)^T cotangent`` (plain SGD on every parameter)."""
-  _, vjp = jax.vjp(lambda p: ctx.apply_fn(p, ctx.model_state, ctx.x, True)[0], ctx.params)
+  if reuse_vjp and ctx.logits_vjp is not None:
+    vjp = ctx.logits_vjp
+  else:
+    _, vjp = jax.vjp(lambda p: train_logits(ctx, p), ctx.params)
   (grad,) = vjp(cotangent)
   lr = ctx.lr
   return jax.tree.map(lambda p, g: p - lr.astype(p.dtype) * g, ctx.params, grad)
@@ -80,10 +95,18 @@ def meta_gradient(ctx: StepContext, base_grad, weights):
   """
   base_grad = jax.lax.stop_gradient(base_grad)
   n = ctx.batch_size
-  if ctx.hypergrad != "autodiff":
-    raise ValueError(f"unknown hypergrad {ctx.hypergrad!r}; valid: {', '.join(HYPERGRADS)}")
 
-  def outer(w):
-    return meta_loss(ctx, virtual_params(ctx, base_grad * w / n))
+  def cotangent(w):
+    return base_grad * w / n
 
-  return jax.value_and_grad(outer)(weights)
+  if ctx.hypergrad == "autodiff":
+    return jax.value_and_grad(lambda w: meta_loss(ctx, virtual_params(ctx, cotangent(w))))(
+        weights)
+  if ctx.hypergrad == "jvp":
+    cot, pullback = jax.vjp(cotangent, weights)
+    theta_v = virtual_params(ctx, cot, reuse_vjp=True)
+    loss, grad_meta = jax.value_and_grad(lambda p: meta_loss(ctx, p))(theta_v)
+    _, jz = jax.jvp(lambda p: train_logits(ctx, p), (ctx.params,), (grad_meta,))
+    (dw,) = pullback(-ctx.lr.astype(jz.dtype) * jz)   # dL/dcot = -lr * J grad L_meta
+    return loss, dw
+  raise ValueError(f"unknown hypergrad {ctx.hypergrad!r}; valid: {', '.join(HYPERGRADS)}")

@@ -78,7 +78,7 @@ def make_train_step(model: models.ModelFns, method: methods.Method,
         apply_fn=model.apply, params=state.params, model_state=state.model_state, x=x,
         labels=y, logits=logits, lr=jnp.asarray(lr, logits.dtype), meta_x=meta_x,
         meta_y=meta_y, rng=method_rng, step=state.step, norm_size=norm_size,
-        hypergrad=hypergrad)
+        hypergrad=hypergrad, logits_vjp=vjp_fn)
     cotangent, method_state, aux = method.update(ctx, state.method_state)
     (grads,) = vjp_fn(jax.lax.stop_gradient(cotangent).astype(logits.dtype))
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
