@@ -26,8 +26,9 @@ def _figure(ncols: int, title: str, width: float = 5.0, height: float = 4.0,
             layout: str = "tight") -> Figure:
   # "tight" is about twice as fast as "constrained" to save; colorbars need "constrained".
   fig = Figure(figsize=(width * ncols, height), layout=layout)
-  # Wrap long titles (dataset · noise · imbalance · method) to the figure width, ~8 chars/inch.
-  fig.suptitle(textwrap.fill(title, int(8 * width * ncols)), fontsize=12)
+  # Wrap long titles (dataset · noise · imbalance · method) to the figure width (12 pt: ~10
+  # characters per inch).
+  fig.suptitle(textwrap.fill(title, int(10 * width * ncols)), fontsize=12)
   return fig
 
 
@@ -38,6 +39,11 @@ def _epoch_axis(*axes):
 
 def _series(metrics: List[dict], key: str) -> np.ndarray:
   return np.array([np.nan if r.get(key) is None else float(r[key]) for r in metrics])
+
+
+def _marker(ep):
+  """Dots on each epoch while they can be told apart."""
+  return "." if len(ep) <= 30 else None
 
 
 def _epochs(metrics: List[dict]) -> np.ndarray:
@@ -57,27 +63,28 @@ def learning_curves(run: Run) -> Figure:
   how much of the noise the network has memorised.
   """
   m, ep = run.metrics, _epochs(run.metrics)
+  mk = _marker(ep)
   fig = _figure(2, f"Learning curves: {run.title}")
   ax_loss, ax_acc = fig.subplots(1, 2)
-  for key, label, style in (("train_loss", "train CE (given labels)", "-"),
-                            ("meta_loss", "meta CE (clean meta batch)", "--"),
-                            ("test_loss", "test CE (clean)", "-.")):
+  # Fixed colours per series, so the same quantity looks the same in every run's report.
+  for key, label, style, color in (("train_loss", "train CE (given labels)", "-", "C0"),
+                                   ("meta_loss", "meta CE (clean meta batch)", "--", "C1"),
+                                   ("test_loss", "test CE (clean)", "-.", "C2")):
     y = _series(m, key)
     if np.isfinite(y).any():
-      ax_loss.plot(ep, y, style, marker=".", label=label)
+      ax_loss.plot(ep, y, style, marker=mk, color=color, label=label)
   ax_loss.set(xlabel="epoch", ylabel="cross-entropy (nats)", title="losses")
-  for key, label, scale in (("test_acc", "test (clean labels)", 1.0),
-                            ("train_acc_true", "train vs true labels", 100.0),
-                            ("train_acc_noisy", "train vs given labels", 100.0)):
+  for key, label, scale, color in (("test_acc", "test (clean labels)", 1.0, "C0"),
+                                   ("train_acc_true", "train vs true labels", 100.0, "C1"),
+                                   ("train_acc_noisy", "train vs given labels", 100.0, "C2")):
     y = _series(m, key) * scale  # the trainer logs train accuracy as a fraction, test in %
     if np.isfinite(y).any():
-      ax_acc.plot(ep, y, marker=".", label=label)
+      ax_acc.plot(ep, y, marker=mk, color=color, label=label)
   acc = _series(m, "test_acc")
   if np.isfinite(acc).any():
     best = int(np.nanargmax(acc))
-    ax_acc.axvline(ep[best], color="grey", lw=0.8, ls=":")
-    ax_acc.annotate(f"best {acc[best]:.1f}%", (ep[best], acc[best]), textcoords="offset points",
-                    xytext=(4, -12), fontsize=8, color="grey")
+    ax_acc.plot(ep[best], acc[best], "k*", ms=10, ls="none",
+                label=f"best test {acc[best]:.1f}% (epoch {ep[best]})")
   ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
   for ax in (ax_loss, ax_acc):
     ax.grid(alpha=0.3)
@@ -118,12 +125,12 @@ def weights_over_training(run: Run) -> Figure:
     if not mask.any():
       continue
     q = stats.weight_quantiles(iw, mask)
-    ax_w.plot(ep, q[:, 1], color=color, marker=".", label=f"{label} (median)")
+    ax_w.plot(ep, q[:, 1], color=color, marker=_marker(ep), label=f"{label} (median)")
     ax_w.fill_between(ep, q[:, 0], q[:, 2], color=color, alpha=0.2, label=f"{label} (25-75%)")
   ax_w.set(xlabel="epoch", ylabel="instance weight", title="weight per epoch")
   auc = stats.auc_per_epoch(iw, noisy) if noisy.any() and (~noisy).any() else None
   if auc is not None:
-    ax_auc.plot(ep, auc, color="k", marker=".", label="ROC AUC")
+    ax_auc.plot(ep, auc, color="k", marker=_marker(ep), label="ROC AUC")
     ax_auc.axhline(0.5, color="grey", ls="--", lw=0.8, label="chance")
     ax_auc.set_ylim(min(0.4, np.nanmin(auc) - 0.05), 1.0)
   ax_auc.set(xlabel="epoch", ylabel="ROC AUC (weight as cleanliness score)",
@@ -271,13 +278,16 @@ def compare_curves(runs: Sequence[Run], labels: Sequence[str]) -> Figure:
     color = f"C{i % 10}"  # one colour per run across the panels
     ep = _epochs(run.metrics)
     if run.metrics:
-      ax_acc.plot(ep, _series(run.metrics, "test_acc"), marker=".", color=color, label=label)
-      ax_loss.plot(ep, _series(run.metrics, "train_loss"), marker=".", color=color, label=label)
+      ax_acc.plot(ep, _series(run.metrics, "test_acc"), marker=_marker(ep), color=color,
+                  label=label)
+      ax_loss.plot(ep, _series(run.metrics, "train_loss"), marker=_marker(ep), color=color,
+                   label=label)
     noisy = run.noise_mask
     if run.weights is not None and noisy is not None and noisy.any() and (~noisy).any() \
         and not stats.is_constant(run.weights["instance_weight"]):
       auc = stats.auc_per_epoch(run.weights["instance_weight"], noisy)
-      ax_auc.plot(np.arange(1, len(auc) + 1), auc, marker=".", color=color, label=label)
+      ax_auc.plot(np.arange(1, len(auc) + 1), auc, marker=_marker(auc), color=color,
+                  label=label)
   ax_auc.axhline(0.5, color="grey", ls="--", lw=0.8)
   ax_acc.set(xlabel="epoch", ylabel="test accuracy (%)", title="clean test accuracy")
   ax_loss.set(xlabel="epoch", ylabel="train CE on given labels (nats)", title="training loss")
