@@ -245,3 +245,21 @@ def test_weight_function_figure_draws_one_line_per_head(tmp_path):
   assert len(ax.get_lines()) == 2
   assert [t.get_text() for t in ax.get_legend().get_texts()] == ["classes 0, 2 (n=6-60)",
                                                                  "class 1 (n=18)"]
+
+
+def test_report_survives_inconsistent_files(tmp_path):
+  """Weights of another run's size and a method state of the wrong shape: noted, not fatal."""
+  _synthetic_workdir(tmp_path, num_classes=10)
+  np.savez(tmp_path / "sample_weights.npz", instance_weight=np.ones((2, 7), np.float32))
+  with open(tmp_path / "method_state.msgpack", "wb") as f:
+    f.write(b"\x80")  # an empty msgpack map: not the weight net's state
+  from configs import digits
+  _write(tmp_path / "config.json", {**digits.get_config().to_dict(), "method": "gdw"})
+  path = report.write_report(str(tmp_path))
+  text = open(path).read()
+  assert "figures/learning_curves.png" in text and "figures/per_class_accuracy.png" in text
+  skipped = json.load(open(tmp_path / "analysis.json"))["skipped"]
+  assert skipped[0].startswith("Learned weighting function: could not rebuild the weight net")
+  assert skipped[1:] == [
+      "Clean vs mislabelled weights: sample_weights.npz (7 samples) does not match labels.npz "
+      "(240)", "GDW class-level weights: sample_weights.npz has no final_weights"]

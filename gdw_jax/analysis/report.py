@@ -53,26 +53,33 @@ def final_metrics(run: Run) -> Optional[Dict[str, Any]]:
           "wall_time_s": run.metrics[-1].get("wall_time_s"), "from_metrics": True}
 
 
-def summarize(run: Run, wf: Optional[weight_fn_lib.WeightFunction] = None) -> Dict[str, Any]:
-  """The headline numbers of a run (``None`` where a number cannot be computed)."""
+def _blank_summary(run: Run) -> Dict[str, Any]:
   out: Dict[str, Any] = {"method": run.method, "dataset": run.dataset, "noise": run.noise_desc,
                          "imbalance": run.imbalance_desc or "balanced"}
+  for key in ("last_acc", "best_acc", "best_epoch", "last5_acc", "realised_noise_rate",
+              "detection_auc", "lowest_weight_precision", "weight_clean_mean",
+              "weight_noisy_mean", "weights_constant", "head_acc", "tail_acc"):
+    out[key] = None
+  return out
+
+
+def summarize(run: Run, wf: Optional[weight_fn_lib.WeightFunction] = None) -> Dict[str, Any]:
+  """The headline numbers of a run (``None`` where a number cannot be computed)."""
+  out = _blank_summary(run)
   for key in ("last_acc", "best_acc", "best_epoch", "last5_acc", "realised_noise_rate"):
     out[key] = (final_metrics(run) or {}).get(key)
   noisy = run.noise_mask
-  out["detection_auc"] = out["weight_clean_mean"] = out["weight_noisy_mean"] = None
-  out["lowest_weight_precision"] = None
-  out["weights_constant"] = None
-  if run.weights is not None and noisy is not None and "instance_weight" in run.weights:
-    last = np.asarray(run.weights["instance_weight"], np.float64)[-1]
-    out["weights_constant"] = stats.is_constant(run.weights["instance_weight"])
+  iw = None if run.weights is None else run.weights.get("instance_weight")
+  if iw is not None and noisy is not None and iw.ndim == 2 and iw.shape[0] > 0 \
+      and iw.shape[1] == noisy.shape[0]:
+    last = np.asarray(iw, np.float64)[-1]
+    out["weights_constant"] = stats.is_constant(iw)
     if not out["weights_constant"]:
       out["detection_auc"] = stats.detection_auc(last, noisy)
       out["lowest_weight_precision"] = stats.lowest_weight_precision(last, noisy)
     for name, mask in (("clean", ~noisy), ("noisy", noisy)):
       w = last[mask & np.isfinite(last)]
       out[f"weight_{name}_mean"] = float(w.mean()) if w.size else None
-  out["head_acc"] = out["tail_acc"] = None
   if run.predictions is not None and run.long_tailed and run.train_counts is not None:
     acc = stats.per_class_accuracy(run.predictions["test_pred"], run.predictions["test_labels"],
                                    len(run.train_counts))
@@ -216,6 +223,9 @@ def _weights_section(doc: _Doc, run: Run, summary: Dict[str, Any]):
   noisy = _need(run.noise_mask, "labels.npz")
   if "instance_weight" not in w:
     raise _Skip("sample_weights.npz has no instance_weight")
+  if w["instance_weight"].shape[-1] != noisy.shape[0]:
+    raise _Skip(f"sample_weights.npz ({w['instance_weight'].shape[-1]} samples) does not match "
+                f"labels.npz ({noisy.shape[0]})")
   if summary["weights_constant"]:
     raise _Skip(f"{run.method} gives every sample the same weight: nothing learned to show")
   if not noisy.any() or noisy.all():
@@ -241,7 +251,9 @@ def _weights_section(doc: _Doc, run: Run, summary: Dict[str, Any]):
 def _class_weights_section(doc: _Doc, run: Run):
   w = _need(run.weights, "sample_weights.npz")
   fw = w.get("final_weights")
-  if fw is None or fw.ndim != 2 or fw.shape[1] < 2:
+  if fw is None:
+    raise _Skip("sample_weights.npz has no final_weights")
+  if fw.ndim != 2 or fw.shape[1] < 2:
     raise _Skip(f"{run.method} has instance-level weights only (no class-level W*)")
   y, t = _need(run.noisy_labels, "labels"), _need(run.true_labels, "labels")
   maps = stats.class_weight_maps(fw, y, t)
@@ -279,8 +291,12 @@ def write_report(workdir: str, loss_max: float = 10.0) -> str:
     wf = e
   except Exception as e:  # noqa: BLE001
     wf = weight_fn_lib.Unavailable(f"could not rebuild the weight net ({type(e).__name__}: {e})")
-  summary = summarize(run, None if isinstance(wf, Exception) else wf)
   doc = _Doc(workdir)
+  try:
+    summary = summarize(run, None if isinstance(wf, Exception) else wf)
+  except Exception as e:  # noqa: BLE001 -- e.g. arrays of mismatched sizes: report the rest
+    summary = _blank_summary(run)
+    doc.skipped.append(f"Summary numbers: failed ({type(e).__name__}: {e})")
   doc.add(f"# Run report: {run.title}", "",
           f"Workdir `{os.path.abspath(workdir)}`, written "
           f"{datetime.datetime.now().isoformat(timespec='seconds')} by "

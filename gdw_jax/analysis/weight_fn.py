@@ -49,10 +49,17 @@ def rebuild_method(run: Run):
   if run.method_state_bytes is None:
     raise Unavailable("method_state.msgpack is missing")
   cfg = run.config
+  if cfg.get("dtype") == "float64" and not jax.config.jax_enable_x64:
+    # A float64 run read in a float32 process: evaluate the curve in float32 (enough for a
+    # plot) instead of flipping jax's global x64 switch behind the caller's back.
+    cfg = cfg.copy_and_resolve_references()
+    cfg.dtype = "float32"
   n, k = int(run.data["num_train"]), int(run.data["num_classes"])
   counts = np.asarray(run.data.get("train_class_counts_noisy", np.full(k, n // k)))
   spe = pipeline.steps_per_epoch(n, int(cfg.batch_size), bool(cfg.get("drop_last", False)))
-  method = methods.get(run.method)(cfg, methods.DataInfo(k, n, counts, spe))
+  # The trainer's DataInfo, from data.json (loading the dataset again would be slow).
+  info = methods.DataInfo(num_classes=k, num_train=n, class_counts=counts, steps_per_epoch=spe)
+  method = methods.get(run.method)(cfg, info)
   if method.weight_fn is None:
     raise Unavailable(f"{run.method} has no learned weighting function")
   template = method.init(jax.random.PRNGKey(0))
