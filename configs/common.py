@@ -60,4 +60,5 @@ def base_config() -> ml_collections.ConfigDict:
                                          weight_max=1e6))
   # Logging.
   c.progress = True
+  c.report = True                  # write report.md + figures/ at the end (gdw_jax.analysis)
   return c

@@ -248,4 +248,7 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
       "wall_time_s": time.time() - t0,
   }
   _write_json(os.path.join(workdir, "final.json"), final)
+  if config.get("report", True):
+    from gdw_jax.analysis import report  # imported here: matplotlib loads only when needed
+    report.write_report(workdir)
   return final
