@@ -39,6 +39,7 @@ def run_one(method: str, seed: int, args) -> dict:
   config.imbalance_factor = args.imbalance
   config.imbalance_type = args.imbalance_type
   config.progress = False
+  config.report = bool(args.workdir)  # reports only for kept workdirs
   if args.epochs:
     config.num_epochs = args.epochs
   for item in args.set or []:

@@ -18,6 +18,7 @@ def _config(**kw):
   c = digits.get_config()
   c.num_epochs = 2
   c.progress = False
+  c.report = False  # report.md is tested in test_report.py
   for k, v in kw.items():
     c[k] = v
   return c
