@@ -272,7 +272,8 @@ def make_biased_split(labels, *, num_classes: int, noise_type: str, noise_rate: 
   official code's calls replayed (see the module docstring). ``meta_seed``: draw the meta set from
   its own split with that seed (``None``: the same split, so meta and training are disjoint).
   ``noisy_labels``: one given noisy label per pool image, used instead of sampling (needs
-  ``noise_type='none'``); the returned matrix is then the empirical transition matrix.
+  ``noise_type='none'``); the returned matrix is then the empirical transition matrix
+  of the final training set.
   """
   labels = np.asarray(labels, dtype=np.int64)
   if split_rng not in SPLIT_RNGS:
@@ -297,8 +298,7 @@ def make_biased_split(labels, *, num_classes: int, noise_type: str, noise_rate: 
   true = labels[rest]
 
   if noisy_labels is not None:
-    noisy = noisy_labels[rest]
-    matrix = empirical_matrix(true, noisy, num_classes)
+    noisy, matrix = noisy_labels[rest], None  # empirical, on the final training set below
   elif split_rng == "numpy":
     matrix = corruption_matrix(noise_type, num_classes, noise_rate, rng)
     noisy = sample_labels(true, matrix, rng)
@@ -320,6 +320,8 @@ def make_biased_split(labels, *, num_classes: int, noise_type: str, noise_rate: 
     rest, true, noisy = rest[keep], true[keep], noisy[keep]
   order = np.argsort(rest, kind="stable")  # legacy lists are class-grouped; store sorted
   rest, true, noisy = rest[order], true[order], noisy[order]
+  if matrix is None:
+    matrix = empirical_matrix(true, noisy, num_classes)
   return Corruption(
       train_indices=rest, noisy_labels=noisy, true_labels=true,
       meta_indices=np.sort(meta_idx).astype(np.int64), matrix=matrix,
