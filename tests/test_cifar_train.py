@@ -115,3 +115,15 @@ def test_bad_cifar_inputs_are_config_errors(tmp_path):
            meta_per_class=0)
   with pytest.raises(ConfigError, match="leaves class"):
     train.setup(c)
+
+
+def test_every_command_in_the_docs_parses():
+  import re
+  doc = open(os.path.join(os.path.dirname(__file__), "..", "docs", "cifar.md")).read()
+  found = re.findall(r"`--config=configs/cifar\.py:([^`]*)`|`(method=[^`]*)`", doc)
+  args = [(a or b).replace("$C100", "c100.tar.gz").replace("$C10", "c10.tar.gz")
+          for a, b in found]
+  assert len(args) >= 13  # the two GDW README rows, 8 MW-Net rows, 3 CMW-Net rows
+  for arg in args:
+    c = cifar_config.get_config(arg)
+    assert c.method in arg and c.recipe
