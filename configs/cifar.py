@@ -9,7 +9,8 @@ Arguments (``key=value``, comma separated):
 
 * ``dataset`` cifar10 | cifar100; ``method`` any registered method.
 * ``noise`` none | uniform | flip | flip2 (default: uniform; none with ``imbalance`` < 1,
-  ``label_file`` or ``cifar_n``), ``rate``; ``imbalance`` = n_min / n_max (1: balanced), ``imbalance_type`` exp | step.
+  ``label_file`` or ``cifar_n``), ``rate``; ``imbalance`` = n_min / n_max (1: balanced),
+  ``imbalance_type`` exp | step.
 * ``recipe``: the published hyperparameters (below); default chosen from the method and setting.
 * ``official=true``: the official code's splits: legacy-NumPy replay and the meta set drawn with
   seed 1 whatever ``seed`` is (for GDW's README runs add ``seed=100``; their meta set then

@@ -48,7 +48,7 @@ def test_random_crop_flip_is_per_example_and_in_bounds():
   offsets, flips = [], []
   for i in range(n):  # each output is one 32x32 window of its padded image, maybe mirrored
     found = next(((dy, dx, f) for dy in range(9) for dx in range(9) for f in (0, 1)
-                  if np.array_equal(out[i], ref_pad[i, dy:dy + 32, dx:dx + 32][:, ::-1 if f else 1])),
+                  if np.array_equal(out[i], ref_pad[i, dy:dy + 32, dx:dx + 32][:, ::1 - 2 * f])),
                  None)
     assert found, f"example {i} is not a window of its padded image"
     offsets.append(found[:2])

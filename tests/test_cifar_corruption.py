@@ -42,7 +42,8 @@ def test_long_tailed_counts_on_cifar():
   labels = cifar_labels(10)
   c = split(labels, 10, noise_type="none", meta_per_class=0, imbalance_factor=0.01)
   # The LDAM-DRW / ABSGD protocol sizes (absgd_and_imbalance_losses.md §3): 12,406 images.
-  np.testing.assert_array_equal(c.class_counts, [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50])
+  np.testing.assert_array_equal(
+      c.class_counts, [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50])
   c = split(labels, 10, noise_type="none", meta_per_class=0, imbalance_factor=0.1,
             imbalance_type="step")
   assert c.class_counts.sum() == 27500
@@ -50,7 +51,8 @@ def test_long_tailed_counts_on_cifar():
   assert c100.class_counts.sum() == 10847 and c100.class_counts[-1] == 5
   # MW-Net: 10 meta images per class first, then img_max = 4990 (mwnet_cmwnet.md §2.3).
   c = split(labels, 10, noise_type="none", meta_per_class=10, imbalance_factor=0.01)
-  np.testing.assert_array_equal(c.class_counts, [4990, 2991, 1793, 1075, 644, 386, 231, 138, 83, 49])
+  np.testing.assert_array_equal(
+      c.class_counts, [4990, 2991, 1793, 1075, 644, 386, 231, 138, 83, 49])
   assert not np.intersect1d(c.meta_indices, c.train_indices).size
 
 
@@ -139,7 +141,8 @@ def test_legacy_split_replays_the_official_loop():
 def test_legacy_long_tail_is_gdw_python_random_order():
   labels = cifar_labels(10)
   c = split(labels, 10, noise_type="none", split_rng="legacy", seed=100, imbalance_factor=0.01)
-  np.testing.assert_array_equal(c.class_counts, [4900, 2937, 1760, 1055, 632, 379, 227, 136, 81, 49])
+  np.testing.assert_array_equal(
+      c.class_counts, [4900, 2937, 1760, 1055, 632, 379, 227, 136, 81, 49])
   # Same kept positions as random.seed(1) + random.shuffle on the official, class-grouped list.
   import random
   _, official_train, _ = co.legacy_split(labels, 10, 100, 100)

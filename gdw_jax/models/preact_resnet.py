@@ -1,4 +1,4 @@
-"""PreAct ResNet-18 as in CMW-Net's ``PreResNet_MWN.py`` (``ResNet18``; spec ``mwnet_cmwnet.md`` §4.3).
+"""PreAct ResNet-18 as CMW-Net's ``PreResNet_MWN.py`` builds it (``mwnet_cmwnet.md`` §4.3).
 
 Stem: conv3x3(3 -> 64) -> BN -> ReLU. Four stages of two pre-activation blocks, widths 64, 128,
 256, 512, first-block strides 1, 2, 2, 2. Block:
