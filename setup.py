@@ -22,6 +22,7 @@ setup(
         "tqdm",
         "matplotlib",
         "tensorflow-datasets",
+        "pillow",  # decodes tfds image records when TensorFlow is not installed
     ],
     extras_require={
         "test": ["pytest", "nbclient", "nbformat", "ipykernel"],

@@ -33,6 +33,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.imbalance_factor = 1.0         # n_min / n_max in (0, 1]; 1 = balanced
   c.imbalance_type = "exp"         # exp | step
   c.meta_per_class = 10
+  # Split randomness (gdw_jax/data/corruption.py): numpy (default) | legacy (replays the official
+  # code's np.random / random calls, for its exact splits from the python archive). meta_seed -1:
+  # meta and training sets from one split (disjoint); >= 0: the meta set is drawn with its own
+  # seed, as the official scripts do (always 1), so it mostly lies in the training set too.
+  c.split_rng = "numpy"
+  c.meta_seed = -1
   # Optimisation (classifier): SGD momentum 0.9, coupled L2 5e-4, per-epoch cosine from 0.1.
   c.batch_size = 100
   c.meta_batch_size = 0            # 0: same as batch_size (capped at the meta set size)

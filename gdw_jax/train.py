@@ -99,11 +99,16 @@ def make_train_step(model: models.ModelFns, method: methods.Method,
   return train_step
 
 
-def make_eval_fn(model: models.ModelFns, batch_size: int):
-  """``evaluate(params, model_state, x, y) -> {'acc', 'loss'}`` in eval mode (running BN stats)."""
+def make_eval_fn(model: models.ModelFns, batch_size: int, preprocess: Optional[Callable] = None):
+  """``evaluate(params, model_state, x, y) -> {'acc', 'loss'}`` in eval mode (running BN stats).
+
+  ``preprocess(x) -> x`` (e.g. CIFAR normalisation of uint8 images) runs on device if given.
+  """
 
   @jax.jit
   def logits_fn(params, model_state, x):
+    if preprocess is not None:
+      x = preprocess(x)
     return model.apply(params, model_state, x, False)[0]
 
   def evaluate(params, model_state, x, y) -> Dict[str, Any]:
@@ -168,13 +173,14 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   _write_json(os.path.join(workdir, "data.json"), ds.summary())
   ds.save_labels(os.path.join(workdir, "labels.npz"))
 
-  x_train = ds.x_train.astype(dtype)
-  x_meta = ds.x_meta.astype(dtype)
-  x_test = ds.x_test.astype(dtype)
-  state = create_train_state(jax.random.PRNGKey(config.seed), model, method, tx, x_train[:2])
-  train_step = jax.jit(make_train_step(model, method, tx, schedule, hypergrad=config.hypergrad),
-                       donate_argnums=0)
-  evaluate = make_eval_fn(model, config.eval_batch_size)
+  # uint8 images stay uint8 on the host; the dataset's augment / preprocess convert on device.
+  x_train, x_meta, x_test = (x if x.dtype == np.uint8 else x.astype(dtype)
+                             for x in (ds.x_train, ds.x_meta, ds.x_test))
+  sample_x = ds.preprocess(x_train[:2]) if ds.preprocess else x_train[:2]
+  state = create_train_state(jax.random.PRNGKey(config.seed), model, method, tx, sample_x)
+  train_step = jax.jit(make_train_step(model, method, tx, schedule, hypergrad=config.hypergrad,
+                                       augment=ds.augment), donate_argnums=0)
+  evaluate = make_eval_fn(model, config.eval_batch_size, ds.preprocess)
 
   n_meta = ds.y_meta.shape[0]
   meta_bs = min(config.meta_batch_size or config.batch_size, n_meta) if n_meta else 0

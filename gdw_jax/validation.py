@@ -39,6 +39,8 @@ def validate(config) -> None:
   _one_of(config, "model", models.names())
   _one_of(config, "noise_type", data.NOISE_TYPES)
   _one_of(config, "imbalance_type", data.IMBALANCE_TYPES)
+  _one_of(config, "split_rng", data.SPLIT_RNGS)
+  _number(config, "meta_seed", -1, integer=True)
   _one_of(config, "lr_schedule", optim.LR_SCHEDULES)
   _one_of(config, "hypergrad", bilevel.HYPERGRADS)
   _one_of(config, "dtype", ("float32", "float64"))

@@ -16,15 +16,32 @@ Every training label ``y`` is then replaced by a draw from ``C[y]``.
 Long-tailed subsampling keeps ``n_c`` images of class ``c`` (by true label):
 ``exp``: ``n_c = int(n_max * f ** (c / (K - 1)))``; ``step``: ``n_max`` for the first ``K // 2``
 classes and ``int(n_max * f)`` for the rest, where ``f`` = imbalance factor = n_min / n_max.
+
+Two random-number orders draw these same operations (``split_rng``):
+
+* ``numpy`` (default): one ``np.random.default_rng(seed)`` for split, matrix, labels, imbalance.
+* ``legacy``: replays the official code's legacy NumPy / Python ``random`` calls one for one, so
+  that with the images in the official (python archive) order the exact official meta set, noisy
+  labels and long-tailed subset come out (:func:`legacy_split` and the ``legacy_*`` helpers).
+
+Independently, ``meta_seed`` draws the meta set with its own seed, as the official GDW / MW-Net
+scripts do (their meta-set constructor always uses seed 1, the training one ``--seed``): the
+training set is then the complement of a *different* split and mostly contains the meta images
+(``../shared/specs/gdw.md`` §3.1). Default (``None``): one split, meta and training disjoint.
+
+Noisy labels can also be given per pool image (feature-dependent label files, human noise): they
+replace the sampling step; the split and the imbalance are drawn as above.
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+import random
+from typing import NamedTuple, Optional
 
 import numpy as np
 
 NOISE_TYPES = ("none", "uniform", "flip", "flip2")
 IMBALANCE_TYPES = ("exp", "step")
+SPLIT_RNGS = ("numpy", "legacy")
 
 
 def uniform_matrix(num_classes: int, rate: float) -> np.ndarray:
@@ -119,6 +136,15 @@ def subsample_long_tailed(labels, factor: float, kind: str,
   return np.sort(np.concatenate(kept))
 
 
+def _check_meta_size(counts, per_class: int) -> None:
+  if per_class < 0:
+    raise ValueError(f"meta images per class must be >= 0, got {per_class}")
+  if per_class > counts.min():
+    c = int(counts.argmin())
+    raise ValueError(f"meta set of {per_class} per class is larger than class {c} "
+                     f"({counts[c]} images)")
+
+
 def split_meta(labels, per_class: int, rng: np.random.Generator):
   """Split positions into (meta, rest): ``per_class`` random samples of every class to meta.
 
@@ -126,13 +152,7 @@ def split_meta(labels, per_class: int, rng: np.random.Generator):
   """
   labels = np.asarray(labels)
   k = int(labels.max()) + 1
-  counts = np.bincount(labels, minlength=k)
-  if per_class < 0:
-    raise ValueError(f"meta images per class must be >= 0, got {per_class}")
-  if per_class > counts.min():
-    c = int(counts.argmin())
-    raise ValueError(f"meta set of {per_class} per class is larger than class {c} "
-                     f"({counts[c]} images)")
+  _check_meta_size(np.bincount(labels, minlength=k), per_class)
   meta = []
   for c in range(k):
     idx = np.flatnonzero(labels == c)
@@ -143,36 +163,167 @@ def split_meta(labels, per_class: int, rng: np.random.Generator):
   return meta, rest
 
 
+def empirical_matrix(true, noisy, num_classes: int) -> np.ndarray:
+  """Row-normalised transition counts ``P(noisy = j | true = i)`` (identity rows where empty)."""
+  m = np.zeros((num_classes, num_classes))
+  np.add.at(m, (np.asarray(true), np.asarray(noisy)), 1.0)
+  rows = m.sum(axis=1, keepdims=True)
+  return np.where(rows > 0, m / np.where(rows > 0, rows, 1.0), np.eye(num_classes))
+
+
+# ---- Legacy replay of the official ``load_corrupted_data.py`` (MW-Net, GDW) -----------------
+# Each helper makes the same legacy NumPy / Python ``random`` calls, in the same order, as the
+# official dataset constructor, so the draws (not just their distribution) are the official ones.
+
+
+def legacy_split(labels, num_classes: int, per_class: int, seed: int):
+  """``(meta, train, rs)`` as ``CIFAR10.__init__(seed=seed)`` of the official code builds them.
+
+  ``np.random.seed(seed)``; then for each class ``c`` in order: the positions of ``c`` in dataset
+  order are shuffled with ``np.random.shuffle`` and the first ``per_class`` go to the meta set,
+  the rest to the training set. Both are returned in the official order (grouped by class, in
+  shuffled order), with the ``RandomState`` positioned where the constructor continues.
+  """
+  labels = np.asarray(labels)
+  _check_meta_size(np.bincount(labels, minlength=num_classes), per_class)
+  rs = np.random.RandomState(seed)
+  meta, train = [], []
+  for c in range(num_classes):
+    ids = np.flatnonzero(labels == c)
+    rs.shuffle(ids)  # same permutation as shuffling the official Python list of ids
+    meta.append(ids[:per_class])
+    train.append(ids[per_class:])
+  return np.concatenate(meta), np.concatenate(train), rs
+
+
+def legacy_flip_matrix(noise_type: str, num_classes: int, rate: float,
+                       rs: np.random.RandomState) -> np.ndarray:
+  """``flip_labels_C`` / ``flip_labels_C_two``: ``rs`` must be freshly seeded with 1 (the helpers
+  call ``np.random.seed(1)``), which is why official flip targets never depend on ``--seed``."""
+  c = np.eye(num_classes) * (1.0 - rate)
+  rows = np.arange(num_classes)
+  for i in range(num_classes):
+    if noise_type == "flip":
+      c[i][rs.choice(rows[rows != i])] = rate
+    else:
+      c[i][rs.choice(rows[rows != i], 2, replace=False)] = rate / 2
+  return c
+
+
+def legacy_sample_labels(labels, matrix, rs: np.random.RandomState) -> np.ndarray:
+  """``np.random.choice(K, p=matrix[y])`` for each label in order, vectorised.
+
+  Legacy ``choice`` draws one ``random_sample()`` per call and returns
+  ``searchsorted(cdf / cdf[-1], u, side='right')``; drawing all ``u`` at once gives the same
+  stream, and the cdf arithmetic below is the same.
+  """
+  labels = np.asarray(labels)
+  u = rs.random_sample(labels.shape[0])
+  out = np.empty(labels.shape[0], np.int64)
+  for c in np.unique(labels):
+    cdf = np.asarray(matrix[c], np.float64).cumsum()
+    cdf /= cdf[-1]
+    sel = labels == c
+    out[sel] = cdf.searchsorted(u[sel], side="right")
+  return out
+
+
+def legacy_long_tailed(true_labels, num_classes: int, factor: float, kind: str,
+                       seed: int = 1) -> np.ndarray:
+  """Positions kept by the GDW code's long-tailed step, on the training set in official order.
+
+  Per class ``c`` in order: its positions (by true label) are shuffled with Python's
+  ``random.shuffle`` and the first ``n_c`` kept. Python ``random`` was last seeded with 1 by the
+  test-set constructor, which runs just before (``../shared/specs/gdw.md`` §3.3).
+  """
+  true_labels = np.asarray(true_labels)
+  counts = long_tailed_counts(np.bincount(true_labels, minlength=num_classes), factor, kind)
+  r = random.Random(seed)
+  kept = []
+  for c in range(num_classes):
+    pos = np.flatnonzero(true_labels == c).tolist()
+    r.shuffle(pos)
+    kept.extend(pos[:counts[c]])
+  return np.sort(np.asarray(kept, np.int64))
+
+
 class Corruption(NamedTuple):
   """Result of :func:`make_biased_split`; all indices refer to the source's training pool."""
-  train_indices: np.ndarray   # positions of the (possibly long-tailed) training set
+  train_indices: np.ndarray   # positions of the (possibly long-tailed) training set, sorted
   noisy_labels: np.ndarray    # labels the learner sees, aligned with train_indices
   true_labels: np.ndarray     # clean labels, aligned with train_indices
-  meta_indices: np.ndarray    # positions of the clean, class-balanced meta set
-  matrix: np.ndarray          # the corruption matrix used
+  meta_indices: np.ndarray    # positions of the clean, class-balanced meta set, sorted
+  matrix: np.ndarray          # the corruption matrix used (empirical for given noisy labels)
   realised_noise_rate: float  # fraction of training labels that differ from the truth
   class_counts: np.ndarray    # per-class training counts by true label
 
 
 def make_biased_split(labels, *, num_classes: int, noise_type: str, noise_rate: float,
                       imbalance_factor: float = 1.0, imbalance_type: str = "exp",
-                      meta_per_class: int = 10, seed: int = 0) -> Corruption:
+                      meta_per_class: int = 10, seed: int = 0, split_rng: str = "numpy",
+                      meta_seed: Optional[int] = None,
+                      noisy_labels: Optional[np.ndarray] = None) -> Corruption:
   """Meta split, label noise and long-tailed subsampling of a clean labelled pool.
 
   Order (as in the official GDW code): the balanced clean meta set is taken out first; the
-  rest is corrupted; long-tailed subsampling (by true label) is applied last. Everything is
-  drawn from ``np.random.default_rng(seed)``.
+  rest is corrupted; long-tailed subsampling (by true label) is applied last.
+
+  ``split_rng='numpy'``: everything from ``np.random.default_rng(seed)``. ``'legacy'``: the
+  official code's calls replayed (see the module docstring). ``meta_seed``: draw the meta set from
+  its own split with that seed (``None``: the same split, so meta and training are disjoint).
+  ``noisy_labels``: one given noisy label per pool image, used instead of sampling (needs
+  ``noise_type='none'``); the returned matrix is then the empirical transition matrix
+  of the final training set.
   """
   labels = np.asarray(labels, dtype=np.int64)
-  rng = np.random.default_rng(seed)
-  meta_idx, rest = split_meta(labels, meta_per_class, rng)
+  if split_rng not in SPLIT_RNGS:
+    raise ValueError(f"unknown split_rng {split_rng!r}; valid: {', '.join(SPLIT_RNGS)}")
+  if noisy_labels is not None:
+    noisy_labels = np.asarray(noisy_labels, dtype=np.int64)
+    if noisy_labels.shape != labels.shape:
+      raise ValueError(f"{noisy_labels.shape[0]} given noisy labels for {labels.shape[0]} images")
+    if noise_type != "none" and noise_rate > 0:
+      raise ValueError(f"noisy labels are given (label file or human labels), so noise_type "
+                       f"must be 'none', got {noise_type!r} at rate {noise_rate}")
+
+  if split_rng == "numpy":
+    rng = np.random.default_rng(seed)
+    meta_idx, rest = split_meta(labels, meta_per_class, rng)
+    if meta_seed is not None:
+      meta_idx = split_meta(labels, meta_per_class, np.random.default_rng(meta_seed))[0]
+  else:
+    meta_idx, rest, rs = legacy_split(labels, num_classes, meta_per_class, seed)
+    if meta_seed is not None and meta_seed != seed:
+      meta_idx = legacy_split(labels, num_classes, meta_per_class, meta_seed)[0]
   true = labels[rest]
-  matrix = corruption_matrix(noise_type, num_classes, noise_rate, rng)
-  noisy = sample_labels(true, matrix, rng)
+
+  if noisy_labels is not None:
+    noisy, matrix = noisy_labels[rest], None  # empirical, on the final training set below
+  elif split_rng == "numpy":
+    matrix = corruption_matrix(noise_type, num_classes, noise_rate, rng)
+    noisy = sample_labels(true, matrix, rng)
+  else:
+    if noise_type in ("flip", "flip2") and noise_rate > 0:
+      if noise_type == "flip2" and num_classes < 3:
+        raise ValueError(f"flip2 noise needs at least 3 classes, got {num_classes}")
+      rs = np.random.RandomState(1)
+      matrix = legacy_flip_matrix(noise_type, num_classes, noise_rate, rs)
+    else:  # uniform / none: no random draw in the matrix
+      matrix = corruption_matrix(noise_type, num_classes, noise_rate, None)
+    noisy = legacy_sample_labels(true, matrix, rs)
+
   if imbalance_factor < 1.0:
-    keep = subsample_long_tailed(true, imbalance_factor, imbalance_type, rng)
+    if split_rng == "numpy":
+      keep = subsample_long_tailed(true, imbalance_factor, imbalance_type, rng)
+    else:
+      keep = legacy_long_tailed(true, num_classes, imbalance_factor, imbalance_type)
     rest, true, noisy = rest[keep], true[keep], noisy[keep]
+  order = np.argsort(rest, kind="stable")  # legacy lists are class-grouped; store sorted
+  rest, true, noisy = rest[order], true[order], noisy[order]
+  if matrix is None:
+    matrix = empirical_matrix(true, noisy, num_classes)
   return Corruption(
-      train_indices=rest, noisy_labels=noisy, true_labels=true, meta_indices=meta_idx,
-      matrix=matrix, realised_noise_rate=float(np.mean(noisy != true)) if len(true) else 0.0,
+      train_indices=rest, noisy_labels=noisy, true_labels=true,
+      meta_indices=np.sort(meta_idx).astype(np.int64), matrix=matrix,
+      realised_noise_rate=float(np.mean(noisy != true)) if len(true) else 0.0,
       class_counts=np.bincount(true, minlength=num_classes))

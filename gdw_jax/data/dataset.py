@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict
+from typing import Any, Callable, Dict, Optional
 
 import numpy as np
 
@@ -23,6 +23,8 @@ class BiasedDataset:
   x_test: np.ndarray
   y_test: np.ndarray
   corruption_matrix: np.ndarray
+  augment: Optional[Callable] = None     # (rng, x) -> x on device, train and meta (see sources)
+  preprocess: Optional[Callable] = None  # x -> x on device, evaluation
 
   @property
   def num_train(self) -> int:
@@ -43,6 +45,8 @@ class BiasedDataset:
         "num_classes": self.num_classes,
         "num_train": self.num_train,
         "num_meta": int(self.y_meta.shape[0]),
+        # > 0 only with a meta_seed different from the split seed (official GDW behaviour)
+        "num_meta_in_train": int(np.isin(self.meta_indices, self.train_indices).sum()),
         "num_test": int(self.y_test.shape[0]),
         "realised_noise_rate": float(self.noise_mask.mean()) if self.num_train else 0.0,
         "train_class_counts_true": np.bincount(
@@ -61,15 +65,17 @@ class BiasedDataset:
 def build(config) -> BiasedDataset:
   """Load ``config.dataset`` and apply meta split, noise and imbalance from ``config``."""
   src = sources.load(config.dataset, config)
+  meta_seed = int(config.get("meta_seed", -1))
   c = corruption.make_biased_split(
       src.y_pool, num_classes=src.num_classes, noise_type=config.noise_type,
       noise_rate=float(config.noise_rate), imbalance_factor=float(config.imbalance_factor),
       imbalance_type=config.imbalance_type, meta_per_class=int(config.meta_per_class),
-      seed=int(config.seed))
+      seed=int(config.seed), split_rng=config.get("split_rng", "numpy"),
+      meta_seed=None if meta_seed < 0 else meta_seed, noisy_labels=src.y_pool_noisy)
   return BiasedDataset(
       name=src.name, num_classes=src.num_classes,
       x_train=src.x_pool[c.train_indices], y_train=c.noisy_labels, y_train_true=c.true_labels,
       train_indices=c.train_indices,
       x_meta=src.x_pool[c.meta_indices], y_meta=src.y_pool[c.meta_indices],
       meta_indices=c.meta_indices, x_test=src.x_test, y_test=src.y_test,
-      corruption_matrix=c.matrix)
+      corruption_matrix=c.matrix, augment=src.augment, preprocess=src.preprocess)

@@ -2,10 +2,14 @@
 
 A source returns a :class:`Source`: a clean training pool (from which the meta set and the
 noisy training set are drawn) and a clean test split, with images as NHWC arrays.
+
+Sources that store raw images (uint8) also give the transforms that run on device: ``augment``
+(``(rng, x) -> x``, inside the jitted train step, on training and meta batches) and
+``preprocess`` (``x -> x``, for evaluation). Both are None for data stored ready to use.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, NamedTuple
+from typing import Callable, Dict, NamedTuple, Optional
 
 import numpy as np
 
@@ -17,6 +21,9 @@ class Source(NamedTuple):
   x_test: np.ndarray
   y_test: np.ndarray
   num_classes: int
+  y_pool_noisy: Optional[np.ndarray] = None  # given noisy labels (label file, human noise)
+  augment: Optional[Callable] = None         # (rng, x) -> x, train and meta batches, on device
+  preprocess: Optional[Callable] = None      # x -> x, evaluation, on device
 
 
 _SOURCES: Dict[str, Callable[..., Source]] = {}

@@ -69,4 +69,15 @@ def get(name: str, num_classes: int, config=None, dtype=jnp.float32) -> ModelFns
   return functional(_MODELS[name](num_classes, config or {}, dtype))
 
 
+# CIFAR models (../shared/specs/mwnet_cmwnet.md §3): MW-Net's WRN-28-10 ('wrn' takes
+# wrn_depth / wrn_widen from the config) and CMW-Net's PreAct ResNet-18.
+from gdw_jax.models.preact_resnet import PreActResNet18  # noqa: E402
+from gdw_jax.models.wrn import WideResNet  # noqa: E402
+
+register("wrn28_10", lambda num_classes, config, dtype: WideResNet(num_classes, 28, 10, dtype))
+register("wrn", lambda num_classes, config, dtype: WideResNet(
+    num_classes, int(config.get("wrn_depth", 28)), int(config.get("wrn_widen", 10)), dtype))
+register("preact_resnet18", lambda num_classes, config, dtype: PreActResNet18(
+    num_classes, config.get("preact_shortcut", "activated"), dtype))
+
 __all__ = ["ModelFns", "functional", "get", "names", "register", "MLP", "SmallCNN", "VNet"]

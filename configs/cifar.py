@@ -1,0 +1,167 @@
+"""CIFAR-10 / CIFAR-100: noisy, long-tailed or both, each method with its published recipe.
+
+    python -m gdw_jax.main --workdir=runs/c10_u40_gdw \
+        --config=configs/cifar.py:dataset=cifar10,noise=uniform,rate=0.4,method=gdw
+    python -m gdw_jax.main --workdir=runs/c100_lt100_mwnet \
+        --config=configs/cifar.py:dataset=cifar100,noise=none,imbalance=0.01,method=mwnet
+
+Arguments (``key=value``, comma separated):
+
+* ``dataset`` cifar10 | cifar100; ``method`` any registered method.
+* ``noise`` none | uniform | flip | flip2 (default: uniform; none with ``imbalance`` < 1,
+  ``label_file`` or ``cifar_n``), ``rate``; ``imbalance`` = n_min / n_max (1: balanced),
+  ``imbalance_type`` exp | step.
+* ``recipe``: the published hyperparameters (below); default chosen from the method and setting.
+* ``official=true``: the official code's splits: legacy-NumPy replay and the meta set drawn with
+  seed 1 whatever ``seed`` is (for GDW's README runs add ``seed=100``; their meta set then
+  overlaps the training set, ../shared/specs/gdw.md §3.1). Default: disjoint meta set.
+* ``archive``: path to the python archive (``cifar-10-python.tar.gz``) instead of tfds;
+  ``data_dir``: tfds data dir; ``label_file``: ``.npy`` noisy labels (PLC); ``cifar_n``: human
+  label set (aggre_label, worse_label, random_label1..3; cifar100: noise_label).
+* ``model`` (default: the recipe's), ``seed``.
+
+Recipes (``../shared/specs/gdw.md`` §4, ``mwnet_cmwnet.md`` §3-4). Parts a recipe needs that
+are method options of another module are listed in its comment.
+"""
+from configs import common
+
+RECIPES = ("gdw", "mwnet_wrn", "mwnet_resnet32", "mwnet_lt", "cmwnet_lt", "cmwnet_fi")
+
+
+def default_recipe(method: str, noise: str, imbalance: float) -> str:
+  """The recipe of the paper table a (method, setting) pair appears in."""
+  if method == "mwnet":  # MW-Net: uniform -> WRN table, flip -> ResNet-32 table, LT table
+    if imbalance < 1.0:
+      return "mwnet_lt"
+    return "mwnet_wrn" if noise == "uniform" else "mwnet_resnet32"
+  if method in ("cmwnet", "cmwnet_sl"):
+    return "cmwnet_lt" if imbalance < 1.0 else "cmwnet_fi"
+  return "gdw"  # GDW's protocol, shared by every method it compares (GDW appendix C)
+
+
+def _gdw(c, k):
+  """GDW (README / appendix C, gdw.md §4): ResNet-32, 80 epochs, per-epoch cosine from 0.1,
+  batch 100 (meta batch 100), SGD 0.9 + L2 5e-4; VNet Adam 1e-3 + L2 1e-4; outer lr 100
+  (CIFAR-10) / 1000 (CIFAR-100), clip 0.2; 1000 meta images; p clamped at 0.999. Reported
+  number: mean test accuracy of the last 5 epochs (final.json ``last5_acc``)."""
+  c.model = "resnet32"
+  c.num_epochs, c.lr_schedule, c.learning_rate = 80, "cosine_epoch", 0.1
+  c.batch_size, c.meta_batch_size = 100, 100
+  c.momentum, c.nesterov, c.weight_decay = 0.9, False, 5e-4
+  c.meta_per_class = 1000 // k
+  c.vnet.update(optimizer="adam", lr=1e-3, weight_decay=1e-4, momentum=0.0, nesterov=False)
+  c.gdw.update(outer_lr=100.0 if k == 10 else 1000.0, clip=0.2)
+  c.prob_clamp = 0.999
+
+
+def _mwnet_common(c, k):
+  c.batch_size, c.meta_batch_size, c.learning_rate = 100, 100, 0.1
+  c.momentum, c.weight_decay = 0.9, 5e-4
+  c.lr_schedule, c.lr_decay = "step_epoch", 0.1
+  c.meta_per_class = 1000 // k
+  c.prob_clamp = 1.0  # the MW-Net scripts use autograd CE (no 0.999 clamp)
+
+
+def _mwnet_wrn(c, k):
+  """MW-Net uniform-noise table (``train_WRN-28-10_Meta_PGC.py``): WRN-28-10, batch 100, 20,000
+  iterations with lr 0.1 x0.1 at iterations 18,000 and 19,000, SGD nesterov + L2 5e-4; VNet SGD
+  1e-3, momentum 0.9, nesterov, L2 5e-4. Reported: best test accuracy (``best_acc``).
+  Approximations: epochs of 490 steps instead of iterations (41 epochs = 20,090 steps, decays at
+  epochs 37 and 39 = steps 18,130 and 19,110), and batches from per-epoch permutations instead of
+  a fresh random batch every iteration. Method option needed (MW-Net variants): weights
+  normalised by their batch sum, not averaged."""
+  _mwnet_common(c, k)
+  c.model = "wrn28_10"
+  c.num_epochs, c.lr_milestones, c.nesterov = 41, (37, 39), True
+  c.vnet.update(optimizer="sgd", lr=1e-3, weight_decay=5e-4, momentum=0.9, nesterov=True)
+
+
+def _mwnet_resnet32(c, k):
+  """MW-Net ``MW-Net.py`` (the released "stable" ResNet-32 script; used for the flip table):
+  120 epochs, lr 0.1 x0.1 at epochs 80 and 100, SGD 0.9 + L2 5e-4 (no nesterov); VNet Adam 1e-3
+  + L2 1e-4; mean weighted loss. Reported: best test accuracy."""
+  _mwnet_common(c, k)
+  c.model = "resnet32"
+  c.num_epochs, c.lr_milestones, c.nesterov = 120, (80, 100), False
+  c.vnet.update(optimizer="adam", lr=1e-3, weight_decay=1e-4, momentum=0.0, nesterov=False)
+
+
+def _mwnet_lt(c, k):
+  """MW-Net class-imbalance repo: ResNet-32, batch 100, 100 epochs, lr 0.1 divided by 10 from
+  (0-based) epochs 79 and 89 (``adjust_learning_rate(epoch + 1)``), SGD nesterov + L2 5e-4; VNet
+  SGD 1e-5, momentum 0.9, nesterov, L2 5e-4; 10 meta images per class. Reported: best accuracy.
+  Not expressible here: the inner step's lr one epoch late at epochs 79 and 89. Method options
+  needed (MW-Net variants): sum-normalised weights, weight-net input not detached."""
+  _mwnet_common(c, k)
+  c.model = "resnet32"
+  c.num_epochs, c.lr_milestones, c.nesterov = 100, (79, 89), True
+  c.meta_per_class = 10
+  c.vnet.update(optimizer="sgd", lr=1e-5, weight_decay=5e-4, momentum=0.9, nesterov=True)
+
+
+def _cmwnet_lt(c, k):
+  """CMW-Net long-tail (``section4/Class_Imbalance/LT1.py``): ResNet-32, batch 100, 200 epochs,
+  lr 0.1 x0.01 at epochs 160 and 180, SGD 0.9 nesterov + L2 5e-4; weight net Adam 1e-4 + L2 1e-5,
+  amsgrad. No held-out meta set (meta_per_class 0, head class keeps 5000 / 500). Method options
+  needed (CMW-Net): plain ERM for epochs 0-159, then reweighting with a balanced meta set of
+  min-class-count images per class drawn from the training set every epoch."""
+  c.model = "resnet32"
+  c.batch_size, c.meta_batch_size, c.learning_rate = 100, 100, 0.1
+  c.num_epochs, c.lr_schedule, c.lr_milestones, c.lr_decay = 200, "step_epoch", (160, 180), 0.01
+  c.momentum, c.nesterov, c.weight_decay = 0.9, True, 5e-4
+  c.meta_per_class = 0
+  c.vnet.update(optimizer="adam", lr=1e-4, weight_decay=1e-5, momentum=0.0, nesterov=False,
+                amsgrad=True)
+  c.prob_clamp = 1.0
+
+
+def _cmwnet_fi(c, k):
+  """CMW-Net feature-independent noise (``section4/Feature-independent_Label_Noise/cmwn.py``):
+  PreAct ResNet-18, batch 128, lr 0.02 x0.1 at epoch 150, 300 epochs, SGD 0.9 + L2 5e-4; weight
+  net Adam 1e-4 + L2 1e-4. No held-out meta set (meta_per_class 0). Method options needed
+  (CMW-Net-SL): CE warm-up 10 (CIFAR-10) / 30 (CIFAR-100) epochs, EMA 0.997, mixup alpha 1
+  (table2.sh: 0.1 / 0.4 / 4 for some CIFAR-100 cells), meta step every 10 iterations on the 10
+  smallest-loss images per noisy class. The CIFAR-100 80% cell's warm-restart schedule (345
+  epochs) is not expressible here. Reported: best accuracy."""
+  c.model = "preact_resnet18"
+  c.batch_size, c.meta_batch_size, c.learning_rate = 128, 128, 0.02
+  c.num_epochs, c.lr_schedule, c.lr_milestones, c.lr_decay = 300, "step_epoch", (150,), 0.1
+  c.momentum, c.nesterov, c.weight_decay = 0.9, False, 5e-4
+  c.meta_per_class = 0
+  c.vnet.update(optimizer="adam", lr=1e-4, weight_decay=1e-4, momentum=0.0, nesterov=False)
+  c.prob_clamp = 1.0
+
+
+_RECIPE_FNS = {"gdw": _gdw, "mwnet_wrn": _mwnet_wrn, "mwnet_resnet32": _mwnet_resnet32,
+               "mwnet_lt": _mwnet_lt, "cmwnet_lt": _cmwnet_lt, "cmwnet_fi": _cmwnet_fi}
+
+
+def get_config(arg=None):
+  a = common.parse_arg(arg, dataset="cifar10", method="gdw", noise="", rate=0.4, imbalance=1.0,
+                       imbalance_type="exp", recipe="", model="", seed=0, official=False,
+                       archive="", data_dir="", label_file="", cifar_n="")
+  if a["dataset"] not in ("cifar10", "cifar100"):
+    raise ValueError(f"unknown dataset {a['dataset']!r}; valid: cifar10, cifar100")
+  k = 10 if a["dataset"] == "cifar10" else 100
+  given_labels = bool(a["label_file"] or a["cifar_n"])
+  noise = a["noise"] or ("none" if given_labels or a["imbalance"] < 1.0 else "uniform")
+  recipe = a["recipe"] or default_recipe(a["method"], noise, a["imbalance"])
+  if recipe not in _RECIPE_FNS:
+    raise ValueError(f"unknown recipe {recipe!r}; valid: {', '.join(RECIPES)}")
+
+  c = common.base_config()
+  c.dataset, c.method, c.seed = a["dataset"], a["method"], a["seed"]
+  c.noise_type, c.noise_rate = noise, a["rate"] if noise != "none" else 0.0
+  c.imbalance_factor, c.imbalance_type = a["imbalance"], a["imbalance_type"]
+  _RECIPE_FNS[recipe](c, k)
+  c.recipe = recipe
+  if a["model"]:
+    c.model = a["model"]
+  if a["official"]:
+    c.split_rng, c.meta_seed = "legacy", 1
+  # Data source (gdw_jax/data/cifar.py).
+  c.cifar_archive, c.data_dir = a["archive"], a["data_dir"]
+  c.label_file, c.cifar_n = a["label_file"], a["cifar_n"]
+  c.augment = True                 # False: the official --no-augment (normalise only)
+  c.eval_batch_size = 1000
+  return c

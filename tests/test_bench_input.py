@@ -1,0 +1,28 @@
+"""The input benchmark runs end to end; the cached epoch permutation is the uncached one."""
+import json
+
+import numpy as np
+import pytest
+
+from experiments import bench_input
+from gdw_jax.data import pipeline
+
+
+def test_cached_batch_order_is_the_seeded_permutation():
+  ref = np.random.default_rng([3, 0, 2]).permutation(1000)
+  idx = pipeline.train_batch_indices(1000, 100, 3, 2, 4)
+  np.testing.assert_array_equal(idx, ref[400:500])
+  np.testing.assert_array_equal(pipeline.train_batch_indices(1000, 100, 3, 2, 4), idx)
+  with pytest.raises(ValueError):  # a caller cannot change the cached order
+    idx[0] = 0
+
+
+def test_bench_input_smoke(tmp_path):
+  out = tmp_path / "bench.json"
+  r = bench_input.main(["--synthetic", "--synthetic-size", "2000", "--model", "mlp",
+                        "--steps", "5", "--step-steps", "2", "--batch-size", "20",
+                        "--meta-batch-size", "10", "--json", str(out)])
+  assert json.load(open(out)) == r
+  assert r["input_images_per_s"] > 0 and r["step_images_per_s"] > 0
+  assert r["ratio"] == pytest.approx(r["input_images_per_s"] / r["step_images_per_s"], rel=1e-2)
+  assert set(r["input_stage_us_per_step"]) == {"indices", "gather", "transfer", "augment"}
