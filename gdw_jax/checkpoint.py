@@ -1,0 +1,103 @@
+"""Checkpoints with orbax: exact resume of a run from its ``--workdir``.
+
+A checkpoint (``<workdir>/checkpoints/<step>/``) holds three items:
+
+* ``state``: the whole :class:`gdw_jax.train.TrainState` (step, params, BN statistics, optimizer
+  state, method state, rng). The data position needs nothing more: batch order is a pure
+  function of ``(seed, epoch, step)`` and the per-step key is ``fold_in(rng, step)``.
+* ``loop``: the host accumulators of :class:`gdw_jax.metrics.Recorder` (weight history, the
+  current epoch's weights and metric sums), so the final files are identical too.
+* ``meta``: JSON: the metric rows so far, the elapsed wall time, the position for humans.
+
+Saving policy: every ``checkpoint_every_steps`` steps (0: never mid-run), at every epoch end
+whose test accuracy is a new best (``checkpoint_best``), and at the end. Kept: the last
+``keep_checkpoints`` plus the best by test accuracy (``orbax`` preservation policies). Saves are
+synchronous and atomic (orbax writes to a temporary directory and renames it on commit), so a
+kill at any moment leaves the earlier checkpoints intact; a half-written one is ignored.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, Optional
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+SUBDIR = "checkpoints"
+
+
+def directory(workdir: str) -> str:
+  return os.path.join(os.path.abspath(workdir), SUBDIR)
+
+
+def _options(keep: int, best: bool, read_only: bool = False) -> ocp.CheckpointManagerOptions:
+  pp = ocp.checkpoint_managers
+  policies = [pp.LatestN(n=keep)]
+  if best:
+    policies.append(pp.BestN(get_metric_fn=lambda m: m["test_acc"], reverse=False, n=1,
+                             keep_checkpoints_without_metrics=False))
+  return ocp.CheckpointManagerOptions(
+      enable_async_checkpointing=False, read_only=read_only, create=not read_only,
+      preservation_policy=pp.AnyPreservationPolicy(policies))
+
+
+class Checkpointer:
+  """Save / restore the train state and the loop's records under ``<workdir>/checkpoints``."""
+
+  def __init__(self, workdir: str, keep: int = 2, best: bool = True):
+    self.dir = directory(workdir)
+    self.manager = ocp.CheckpointManager(self.dir, options=_options(keep, best))
+
+  def latest_step(self) -> Optional[int]:
+    return self.manager.latest_step()
+
+  def save(self, step: int, state, loop_arrays: Dict[str, np.ndarray], meta: Dict[str, Any],
+           test_acc: Optional[float] = None) -> None:
+    """Save at ``step`` (a no-op if that step is already saved). ``test_acc`` is given only for
+    epoch-end checkpoints: it ranks them for the keep-the-best policy."""
+    if step in self.manager.all_steps():
+      return
+    self.manager.save(
+        step, force=True, metrics=None if test_acc is None else {"test_acc": float(test_acc)},
+        args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                loop=ocp.args.StandardSave(loop_arrays),
+                                meta=ocp.args.JsonSave(meta)))
+
+  def restore(self, state_target, loop_target, step: Optional[int] = None):
+    """``(state, loop_arrays, meta)`` of ``step`` (default: latest). ``state_target``: a
+    TrainState of the right structure whose arrays carry the shardings to restore into."""
+    step = self.latest_step() if step is None else step
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state_target)
+    loop_abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, loop_target)
+    out = self.manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract), loop=ocp.args.StandardRestore(loop_abstract),
+        meta=ocp.args.JsonRestore()))
+    return out["state"], out["loop"], out["meta"]
+
+  def close(self) -> None:
+    self.manager.close()
+
+
+def steps(workdir: str):
+  """The checkpointed steps in ``workdir`` (finished ones only), ascending."""
+  if not os.path.isdir(directory(workdir)):
+    return []
+  with ocp.CheckpointManager(directory(workdir), options=_options(1, False, True)) as m:
+    return list(m.all_steps())
+
+
+def load(workdir: str, step: Optional[int] = None) -> Dict[str, Any]:
+  """A checkpoint as plain nested dicts of NumPy arrays (no target needed; for analysis).
+
+  ``{'state': {'step', 'params', 'model_state', 'opt_state', 'method_state', 'rng'}, 'loop':
+  {...}, 'meta': {...}}``; ``step`` defaults to the latest.
+  """
+  with ocp.CheckpointManager(directory(workdir), options=_options(1, False, True)) as m:
+    step = m.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"no checkpoint in {directory(workdir)}")
+    out = m.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(), loop=ocp.args.StandardRestore(),
+        meta=ocp.args.JsonRestore()))
+  return {k: out[k] for k in ("state", "loop", "meta")}
