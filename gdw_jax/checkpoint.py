@@ -31,15 +31,14 @@ def directory(workdir: str) -> str:
   return os.path.join(os.path.abspath(workdir), SUBDIR)
 
 
-def _options(keep: int, best: bool, read_only: bool = False) -> ocp.CheckpointManagerOptions:
+def _options(keep: int, best: bool) -> ocp.CheckpointManagerOptions:
   pp = ocp.checkpoint_managers
   policies = [pp.LatestN(n=keep)]
   if best:
     policies.append(pp.BestN(get_metric_fn=lambda m: m["test_acc"], reverse=False, n=1,
                              keep_checkpoints_without_metrics=False))
   return ocp.CheckpointManagerOptions(
-      enable_async_checkpointing=False, read_only=read_only, create=not read_only,
-      preservation_policy=pp.AnyPreservationPolicy(policies))
+      enable_async_checkpointing=False, preservation_policy=pp.AnyPreservationPolicy(policies))
 
 
 class Checkpointer:
@@ -79,25 +78,43 @@ class Checkpointer:
     self.manager.close()
 
 
+def _reader(workdir: str) -> ocp.CheckpointManager:
+  """A manager for reading a workdir's checkpoints (it never saves nor deletes)."""
+  return ocp.CheckpointManager(
+      directory(workdir), options=ocp.CheckpointManagerOptions(create=False),
+      item_handlers={"state": ocp.StandardCheckpointHandler(),
+                     "loop": ocp.StandardCheckpointHandler(),
+                     "meta": ocp.JsonCheckpointHandler()})
+
+
 def steps(workdir: str):
   """The checkpointed steps in ``workdir`` (finished ones only), ascending."""
   if not os.path.isdir(directory(workdir)):
     return []
-  with ocp.CheckpointManager(directory(workdir), options=_options(1, False, True)) as m:
+  with _reader(workdir) as m:
     return list(m.all_steps())
 
 
 def load(workdir: str, step: Optional[int] = None) -> Dict[str, Any]:
-  """A checkpoint as plain nested dicts of NumPy arrays (no target needed; for analysis).
+  """A checkpoint as plain nested dicts of NumPy arrays, on any machine (for analysis).
 
   ``{'state': {'step', 'params', 'model_state', 'opt_state', 'method_state', 'rng'}, 'loop':
-  {...}, 'meta': {...}}``; ``step`` defaults to the latest.
+  {...}, 'meta': {...}}``; ``step`` defaults to the latest. Works whatever the device layout
+  the run had (e.g. a checkpoint of a 2-host run read on a laptop). Optimizer states come back
+  as nested dicts / lists, not as optax NamedTuples.
   """
-  with ocp.CheckpointManager(directory(workdir), options=_options(1, False, True)) as m:
+  if not os.path.isdir(directory(workdir)):
+    raise FileNotFoundError(f"no checkpoint in {directory(workdir)}")
+  with _reader(workdir) as m:
     step = m.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError(f"no checkpoint in {directory(workdir)}")
+    metadata = m.item_metadata(step)
+    here = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    abstract = {k: jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=here),
+                                metadata[k]) for k in ("state", "loop")}
     out = m.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(), loop=ocp.args.StandardRestore(),
-        meta=ocp.args.JsonRestore()))
-  return {k: out[k] for k in ("state", "loop", "meta")}
+        state=ocp.args.StandardRestore(abstract["state"]),
+        loop=ocp.args.StandardRestore(abstract["loop"]), meta=ocp.args.JsonRestore()))
+  return {"state": jax.device_get(out["state"]), "loop": jax.device_get(out["loop"]),
+          "meta": out["meta"]}
