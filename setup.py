@@ -25,5 +25,6 @@ setup(
     ],
     extras_require={
         "test": ["pytest", "nbclient", "nbformat", "ipykernel"],
+        "tensorboard": ["tensorboardX"],  # TensorBoard scalars without TensorFlow
     },
 )

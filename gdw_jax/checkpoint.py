@@ -31,14 +31,21 @@ def directory(workdir: str) -> str:
   return os.path.join(os.path.abspath(workdir), SUBDIR)
 
 
+def _test_acc(metrics) -> float:
+  # Mid-epoch checkpoints carry no test accuracy: they rank below every epoch-end one.
+  return metrics.get("test_acc", -np.inf)
+
+
 def _options(keep: int, best: bool) -> ocp.CheckpointManagerOptions:
   pp = ocp.checkpoint_managers
   policies = [pp.LatestN(n=keep)]
   if best:
-    policies.append(pp.BestN(get_metric_fn=lambda m: m["test_acc"], reverse=False, n=1,
-                             keep_checkpoints_without_metrics=False))
+    policies.append(pp.BestN(get_metric_fn=_test_acc, reverse=False, n=1))
+  # best_fn also makes orbax write each checkpoint's metrics to disk, so a resumed run still
+  # knows which earlier checkpoint is the best.
   return ocp.CheckpointManagerOptions(
-      enable_async_checkpointing=False, preservation_policy=pp.AnyPreservationPolicy(policies))
+      enable_async_checkpointing=False, best_fn=_test_acc, best_mode="max",
+      preservation_policy=pp.AnyPreservationPolicy(policies))
 
 
 class Checkpointer:
@@ -58,7 +65,7 @@ class Checkpointer:
     if step in self.manager.all_steps():
       return
     self.manager.save(
-        step, force=True, metrics=None if test_acc is None else {"test_acc": float(test_acc)},
+        step, force=True, metrics={} if test_acc is None else {"test_acc": float(test_acc)},
         args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                 loop=ocp.args.StandardSave(loop_arrays),
                                 meta=ocp.args.JsonSave(meta)))
@@ -93,6 +100,16 @@ def steps(workdir: str):
     return []
   with _reader(workdir) as m:
     return list(m.all_steps())
+
+
+def best_step(workdir: str) -> Optional[int]:
+  """The kept epoch-end checkpoint with the highest test accuracy (None if there is none)."""
+  if not os.path.isdir(directory(workdir)):
+    return None
+  with _reader(workdir) as m:
+    ranked = [(metrics["test_acc"], step) for step in m.all_steps()
+              if "test_acc" in (metrics := m.metrics(step) or {})]
+  return max(ranked)[1] if ranked else None
 
 
 def load(workdir: str, step: Optional[int] = None) -> Dict[str, Any]:

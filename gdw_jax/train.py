@@ -1,4 +1,4 @@
-"""The generic trainer: one functional train state, one jitted step, the epoch loop.
+"""The generic trainer: one functional train state, one jitted step, the training loop.
 
 Nothing here knows which weighting method runs. Each step:
 
@@ -8,6 +8,12 @@ Nothing here knows which weighting method runs. Each step:
 
 The BN statistics kept are those of this single real forward; the virtual and meta forwards
 inside a method's meta step use batch statistics and their BN updates are dropped.
+
+The loop (:func:`train_and_evaluate`) runs over the global step, so it can start anywhere: the
+batch of step ``t`` is a pure function of ``(seed, epoch, step)``, the state comes from the
+latest checkpoint in the workdir (:mod:`gdw_jax.checkpoint`), and the host-side records from
+:class:`gdw_jax.metrics.Recorder`. The step is jitted once over a device mesh
+(:mod:`gdw_jax.parallel`): batches sharded, everything else replicated.
 """
 from __future__ import annotations
 
@@ -150,13 +156,13 @@ def with_finite_check(train_step):
   ``weights`` and each part of the new state to "all finite" (checked inside the jitted step)."""
 
   def step(state, batch, meta_batch):
-    new_state, metrics, weights = train_step(state, batch, meta_batch)
-    finite = {k: jnp.isfinite(v) for k, v in metrics.items()}
+    new_state, step_metrics, weights = train_step(state, batch, meta_batch)
+    finite = {k: jnp.isfinite(v) for k, v in step_metrics.items()}
     finite.update(weights=_all_finite(weights), params=_all_finite(new_state.params),
                   bn_stats=_all_finite(new_state.model_state),
                   opt_state=_all_finite(new_state.opt_state),
                   method_state=_all_finite(new_state.method_state))
-    return new_state, metrics, weights, finite
+    return new_state, step_metrics, weights, finite
 
   return step
 
@@ -337,6 +343,7 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
       done, test_acc = step + 1, None
       if s == spe - 1:  # epoch end
         guard.check()
+        # (a per-epoch method hook would update state.method_state here, before the save)
         test = evaluate(state.params, state.model_state, x_test, ds.y_test)
         now = time.time()
         row = recorder.end_epoch(epoch, done, test, elapsed(), now - t_epoch, spe)
@@ -357,29 +364,37 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
     if ckpt is not None:
       ckpt.close()
 
-  if test is None:  # resumed from the final checkpoint
+  if test is None:  # resumed from the final checkpoint: nothing left to train
     test = evaluate(state.params, state.model_state, x_test, ds.y_test)
-  method_state = jax.device_get(state.method_state)
-  history = recorder.history
+  final = _final_summary(config, ds, recorder.history, int(state.step), mesh.size, elapsed())
+  if primary:
+    _write_final_files(workdir, ds, recorder, test, jax.device_get(state.method_state), final)
+  return final
+
+
+def _final_summary(config, ds, history, steps: int, num_devices: int, wall_time: float):
   accs = [r["test_acc"] for r in history]
-  final = {
+  return {
       "method": config.method, "dataset": config.dataset, "noise_type": config.noise_type,
       "noise_rate": config.noise_rate, "imbalance_factor": config.imbalance_factor,
-      "seed": config.seed, "num_epochs": epochs, "steps": int(state.step),
+      "seed": config.seed, "num_epochs": config.num_epochs, "steps": steps,
       "last_acc": accs[-1], "best_acc": max(accs), "best_epoch": int(np.argmax(accs)),
       "last5_acc": float(np.mean(accs[-5:])),
       "final_train_loss": history[-1]["train_loss"],
       "realised_noise_rate": float(ds.noise_mask.mean()),
-      "num_devices": mesh.size, "num_processes": jax.process_count(),
-      "wall_time_s": elapsed(),
+      "num_devices": num_devices, "num_processes": jax.process_count(),
+      "wall_time_s": wall_time,
   }
-  if primary:
-    _save_npz(os.path.join(workdir, "predictions.npz"), test_pred=test["pred"],
-              test_labels=ds.y_test)
-    _write_bytes(os.path.join(workdir, "method_state.msgpack"),
-                 flax.serialization.to_bytes(method_state))
-    _save_npz(os.path.join(workdir, "sample_weights.npz"), instance_weight=recorder.instance_w,
-              final_weights=recorder.epoch_w, noisy_labels=ds.y_train,
-              true_labels=ds.y_train_true)
-    _write_json(os.path.join(workdir, "final.json"), final)
-  return final
+
+
+def _write_final_files(workdir, ds, recorder, test, method_state, final) -> None:
+  """Test predictions, method state, per-sample weights, then ``final.json`` (written last: its
+  presence means the run completed)."""
+  _save_npz(os.path.join(workdir, "predictions.npz"), test_pred=test["pred"],
+            test_labels=ds.y_test)
+  _write_bytes(os.path.join(workdir, "method_state.msgpack"),
+               flax.serialization.to_bytes(method_state))
+  _save_npz(os.path.join(workdir, "sample_weights.npz"), instance_weight=recorder.instance_w,
+            final_weights=recorder.epoch_w, noisy_labels=ds.y_train,
+            true_labels=ds.y_train_true)
+  _write_json(os.path.join(workdir, "final.json"), final)

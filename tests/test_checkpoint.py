@@ -21,15 +21,19 @@ def _assert_trees_equal(a, b):
 def test_keeps_last_k_plus_best_and_restores_exactly(tmp_path):
   state = {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "step": np.array(0, np.int32)}
   loop = {"hist": np.zeros(4, np.float64)}
-  ckpt = checkpoint.Checkpointer(str(tmp_path), keep=2, best=True)
   accs = {3: 50.0, 6: 91.0, 9: 70.0, 10: None, 12: 80.0, 15: None}
-  for step, acc in accs.items():
-    s = {"w": state["w"] + step, "step": np.array(step, np.int32)}
-    ckpt.save(step, s, {"hist": loop["hist"] + step}, {"step": step}, test_acc=acc)
+  for session in ((3, 6, 9), (10, 12, 15)):  # a restart in between: the best must survive it
+    ckpt = checkpoint.Checkpointer(str(tmp_path), keep=2, best=True)
+    for step in session:
+      s = {"w": state["w"] + step, "step": np.array(step, np.int32)}
+      ckpt.save(step, s, {"hist": loop["hist"] + step}, {"step": step}, test_acc=accs[step])
+    ckpt.close()
+  ckpt = checkpoint.Checkpointer(str(tmp_path), keep=2, best=True)
   ckpt.save(15, state, loop, {"step": -1})  # already saved: a no-op
   ckpt.close()
   # last two (12, 15) plus the best epoch-end checkpoint (6: 91%)
   assert checkpoint.steps(str(tmp_path)) == [6, 12, 15]
+  assert checkpoint.best_step(str(tmp_path)) == 6
   target = {"w": np.zeros((2, 3), np.float32), "step": np.array(0, np.int32)}
   ckpt = checkpoint.Checkpointer(str(tmp_path), keep=2, best=True)
   s, l, meta = ckpt.restore(target, loop, step=6)

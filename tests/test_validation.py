@@ -77,7 +77,8 @@ STATIC_CASES = [
      ["gdw.outer_lr=10.0 is set but method mwnet"]),
     ("mwnet_option_on_gdw", _set("mwnet.real_weights", "initial"),
      ["mwnet.real_weights='initial' is set but method gdw"]),
-    ("checkpoint_every", _set("checkpoint_every_steps", -5), ["checkpoint_every_steps must be >= 0"]),
+    ("checkpoint_every", _set("checkpoint_every_steps", -5),
+     ["checkpoint_every_steps must be >= 0"]),
     ("keep_checkpoints", _set("keep_checkpoints", 0), ["keep_checkpoints must be >= 1"]),
     ("num_devices_type", _set("num_devices", "all"), ["num_devices must be an integer"]),
     ("coordinator_without_distributed", _set("coordinator_address", "10.0.0.1:1234"),
@@ -184,7 +185,8 @@ def test_end_to_end_static_error_writes_nothing(tmp_path):
 def test_meta_set_larger_than_a_class(tmp_path):
   config = digits.get_config()
   config.meta_per_class = 500
-  _assert_fails_before_writing(config, tmp_path, ["meta set of 500 per class is larger than class"])
+  _assert_fails_before_writing(config, tmp_path,
+                               ["meta set of 500 per class is larger than class"])
 
 
 def test_imbalance_emptying_a_class(tmp_path):
