@@ -81,9 +81,9 @@ def global_rows(arrays: Dict[str, np.ndarray], idx: np.ndarray,
     sharding = rows_sharding(mesh, len(idx))
 
   def one(a):
-    shape = (len(idx),) + a.shape[1:]
-    return jax.make_array_from_callback(shape, sharding, lambda index: a[idx[index[0]]][
-        (slice(None),) + tuple(index[1:])])
+    def shard(index):  # index: this device's slice of the global [len(idx), ...] array
+      return a[idx[index[0]]][(slice(None),) + tuple(index[1:])]
+    return jax.make_array_from_callback((len(idx),) + a.shape[1:], sharding, shard)
 
   return {k: one(np.asarray(a)) for k, a in arrays.items()}
 

@@ -204,12 +204,13 @@ def validate_data(config, num_train: int, num_devices: int) -> None:
                             f"with drop_last")
   _check(bs % num_devices == 0,
          f"batch_size {bs} does not divide over {num_devices} devices; use a multiple of "
-         f"{num_devices} (or set num_devices)")
+         f"{num_devices} or set num_devices")
   last = num_train % bs
   _check(config.drop_last or last == 0 or last % num_devices == 0,
          f"with drop_last=False the last batch has {last} samples ({num_train} training "
          f"samples, batch_size {bs}), which does not divide over {num_devices} devices; set "
-         f"drop_last=True or a batch_size whose last batch divides by {num_devices}")
+         f"drop_last=True, a batch_size whose last batch divides by {num_devices}, or "
+         f"num_devices=1")
 
 
 def validate_method(config, method, num_meta: int) -> None:
