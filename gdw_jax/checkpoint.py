@@ -72,12 +72,13 @@ class Checkpointer:
 
   def restore(self, state_target, loop_target, step: Optional[int] = None):
     """``(state, loop_arrays, meta)`` of ``step`` (default: latest). ``state_target``: a
-    TrainState of the right structure whose arrays carry the shardings to restore into."""
+    TrainState of the right structure whose arrays carry the shardings to restore into (so a
+    run may resume on another device layout); ``loop_target``: NumPy arrays of the right
+    shapes (restored as NumPy on every process)."""
     step = self.latest_step() if step is None else step
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state_target)
-    loop_abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, loop_target)
     out = self.manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract), loop=ocp.args.StandardRestore(loop_abstract),
+        state=ocp.args.StandardRestore(abstract), loop=ocp.args.StandardRestore(loop_target),
         meta=ocp.args.JsonRestore()))
     return out["state"], out["loop"], out["meta"]
 

@@ -73,6 +73,12 @@ def runs(tmp_path_factory):
       "probe": rh.python(PROBE, devices=4),
   }
   results = {k: rh.finish(p) for k, p in procs.items()}
+  if all(results[h][0] == 0 for h in ("host0", "host1")):
+    # both hosts again on the finished workdir: a collective restore, then the final files
+    first = rh.read_final(root / "hosts")
+    again = [rh.start(h, root / "hosts", devices=2) for h in hosts]
+    results["rerun0"], results["rerun1"] = [rh.finish(p) for p in again]
+    results["hosts_first_final"] = first
   return root, results
 
 
@@ -117,6 +123,12 @@ def test_two_hosts_match_one(runs):
   a, b = checkpoint.load(str(root / "one")), checkpoint.load(str(root / "hosts"))
   for x, y in zip(jax.tree.leaves(a["state"]["params"]), jax.tree.leaves(b["state"]["params"])):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-4)
+  # the rerun restored the final checkpoint on both hosts and rewrote the same results
+  _ok(results, "rerun0")
+  _ok(results, "rerun1")
+  assert rh.without_timing(results["hosts_first_final"]) == \
+      rh.without_timing(rh.read_final(root / "hosts"))
+  assert checkpoint.steps(str(root / "hosts"))[-1] == 22
 
 
 def test_last_batch_that_does_not_divide_is_an_error(runs):
