@@ -249,6 +249,7 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   If ``workdir`` holds checkpoints of the same config, the run resumes from the latest one and
   ends exactly as an uninterrupted run would (bit-identical on CPU).
   """
+  validation.validate(config)  # cheap checks first (setup repeats this one)
   validation.validate_workdir(config, workdir)
   ds, info, model, method, schedule, tx = setup(config)
   mesh = parallel.make_mesh(config)
