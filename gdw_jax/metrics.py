@@ -28,6 +28,8 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+from gdw_jax import fileio
+
 
 def instance_weight(weights: np.ndarray, labels: np.ndarray) -> np.ndarray:
   """One number per sample: the weight itself, or for class-level weights the label column."""
@@ -112,13 +114,6 @@ class Recorder:
     self.elapsed_before = float(meta["elapsed"])
 
 
-def write_text_atomic(path: str, text: str) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    f.write(text)
-  os.replace(tmp, path)
-
-
 class Writer:
   """``metrics.jsonl`` (one row per epoch) and, optionally, TensorBoard scalars.
 
@@ -134,7 +129,7 @@ class Writer:
     self.tb = None
     if not enabled:
       return
-    write_text_atomic(self.path, "".join(json.dumps(r) + "\n" for r in rows))
+    fileio.write_text(self.path, "".join(json.dumps(r) + "\n" for r in rows))
     if tensorboard:
       import tensorboardX  # optional extra: pip install gdw_jax[tensorboard]
       self.tb = tensorboardX.SummaryWriter(os.path.join(workdir, "tensorboard"))

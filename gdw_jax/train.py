@@ -30,8 +30,8 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from gdw_jax import (bilevel, checkpoint, losses, methods, metrics, models, optim, parallel,
-                     validation)
+from gdw_jax import (bilevel, checkpoint, fileio, losses, methods, metrics, models, optim,
+                     parallel, validation)
 from gdw_jax.data import pipeline
 from gdw_jax.validation import ConfigError
 
@@ -193,32 +193,6 @@ class _FiniteGuard:
             f"stopped without saving, {where} (lower the learning rate or check the data)")
 
 
-def _atomic(path: str, write: Callable[[str], None]) -> None:
-  """``write(tmp)`` then rename onto ``path``: readers never see a half-written file."""
-  root, ext = os.path.splitext(path)
-  tmp = f"{root}.tmp{ext}"  # np.savez appends .npz unless the name ends with it
-  write(tmp)
-  os.replace(tmp, path)
-
-
-def _write_json(path: str, obj) -> None:
-  def write(tmp):
-    with open(tmp, "w") as f:
-      json.dump(obj, f, indent=2)
-  _atomic(path, write)
-
-
-def _write_bytes(path: str, payload: bytes) -> None:
-  def write(tmp):
-    with open(tmp, "wb") as f:
-      f.write(payload)
-  _atomic(path, write)
-
-
-def _save_npz(path: str, **arrays) -> None:
-  _atomic(path, lambda tmp: np.savez(tmp, **arrays))
-
-
 def setup(config):
   """Validate, build data, model, method and optimizer. Raises ConfigError on bad input.
 
@@ -257,9 +231,10 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   dtype = jnp.dtype(config.dtype)
   if primary:
     os.makedirs(workdir, exist_ok=True)
-    _write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json_best_effort()))
-    _write_json(os.path.join(workdir, "data.json"), ds.summary())
-    _atomic(os.path.join(workdir, "labels.npz"), ds.save_labels)
+    fileio.write_json(os.path.join(workdir, "config.json"),
+                      json.loads(config.to_json_best_effort()))
+    fileio.write_json(os.path.join(workdir, "data.json"), ds.summary())
+    fileio.atomic(os.path.join(workdir, "labels.npz"), ds.save_labels)
 
   train_arrays = {"x": ds.x_train.astype(dtype), "y": ds.y_train, "y_true": ds.y_train_true}
   meta_arrays = {"x": ds.x_meta.astype(dtype), "y": ds.y_meta}
@@ -391,11 +366,11 @@ def _final_summary(config, ds, history, steps: int, num_devices: int, wall_time:
 def _write_final_files(workdir, ds, recorder, test, method_state, final) -> None:
   """Test predictions, method state, per-sample weights, then ``final.json`` (written last: its
   presence means the run completed)."""
-  _save_npz(os.path.join(workdir, "predictions.npz"), test_pred=test["pred"],
-            test_labels=ds.y_test)
-  _write_bytes(os.path.join(workdir, "method_state.msgpack"),
-               flax.serialization.to_bytes(method_state))
-  _save_npz(os.path.join(workdir, "sample_weights.npz"), instance_weight=recorder.instance_w,
-            final_weights=recorder.epoch_w, noisy_labels=ds.y_train,
-            true_labels=ds.y_train_true)
-  _write_json(os.path.join(workdir, "final.json"), final)
+  fileio.save_npz(os.path.join(workdir, "predictions.npz"), test_pred=test["pred"],
+                  test_labels=ds.y_test)
+  fileio.write_bytes(os.path.join(workdir, "method_state.msgpack"),
+                     flax.serialization.to_bytes(method_state))
+  fileio.save_npz(os.path.join(workdir, "sample_weights.npz"),
+                  instance_weight=recorder.instance_w, final_weights=recorder.epoch_w,
+                  noisy_labels=ds.y_train, true_labels=ds.y_train_true)
+  fileio.write_json(os.path.join(workdir, "final.json"), final)
