@@ -26,5 +26,6 @@ setup(
     ],
     extras_require={
         "test": ["pytest", "nbclient", "nbformat", "ipykernel"],
+        "tensorboard": ["tensorboardX"],  # TensorBoard scalars without TensorFlow
     },
 )

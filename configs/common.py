@@ -65,6 +65,18 @@ def base_config() -> ml_collections.ConfigDict:
   c.gdw = ml_collections.ConfigDict(dict(outer_lr=100.0, clip=0.2, weight_min=1e-6,
                                          weight_max=1e6))
   # Logging.
-  c.progress = True
+  c.progress = True                # progress bar with steps/s and ETA
   c.report = True                  # write report.md + figures/ at the end (gdw_jax.analysis)
+  c.tensorboard = False            # also write TensorBoard scalars (needs tensorboardX)
+  # Devices: the global batch is split over num_devices (0: all); see docs/scaling.md.
+  c.num_devices = 0
+  c.distributed = False            # multi-host: jax.distributed.initialize (auto-detected, or:)
+  c.coordinator_address = ""       # "host:port" of process 0
+  c.num_processes = 0
+  c.process_id = -1
+  # Checkpoints in <workdir>/checkpoints; rerunning the same --workdir resumes exactly.
+  c.checkpoint = True
+  c.checkpoint_every_steps = 500   # 0: only at the end (and at new best epochs)
+  c.keep_checkpoints = 2           # the last k, plus the best test accuracy if checkpoint_best
+  c.checkpoint_best = True
   return c

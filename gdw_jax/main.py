@@ -28,6 +28,9 @@ def main(argv):
   except train.ConfigError as e:
     print(f"gdw_jax: error: {e}", file=sys.stderr)
     sys.exit(2)
+  except train.NonFiniteError as e:
+    print(f"gdw_jax: error: {e}", file=sys.stderr)
+    sys.exit(3)
   print(f"last5_acc={final['last5_acc']:.2f} best_acc={final['best_acc']:.2f} "
         f"last_acc={final['last_acc']:.2f} -> {os.path.join(FLAGS.workdir, 'final.json')}")
 

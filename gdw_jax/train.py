@@ -1,4 +1,4 @@
-"""The generic trainer: one functional train state, one jitted step, the epoch loop.
+"""The generic trainer: one functional train state, one jitted step, the training loop.
 
 Nothing here knows which weighting method runs. Each step:
 
@@ -8,9 +8,16 @@ Nothing here knows which weighting method runs. Each step:
 
 The BN statistics kept are those of this single real forward; the virtual and meta forwards
 inside a method's meta step use batch statistics and their BN updates are dropped.
+
+The loop (:func:`train_and_evaluate`) runs over the global step, so it can start anywhere: the
+batch of step ``t`` is a pure function of ``(seed, epoch, step)``, the state comes from the
+latest checkpoint in the workdir (:mod:`gdw_jax.checkpoint`), and the host-side records from
+:class:`gdw_jax.metrics.Recorder`. The step is jitted once over a device mesh
+(:mod:`gdw_jax.parallel`): batches sharded, everything else replicated.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -23,9 +30,10 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from gdw_jax import bilevel, data, losses, methods, models, optim, validation
+from gdw_jax import (bilevel, checkpoint, fileio, losses, methods, metrics, models, optim,
+                     parallel, validation)
 from gdw_jax.data import pipeline
-from gdw_jax.validation import ConfigError
+from gdw_jax.validation import ConfigError  # noqa: F401  (re-exported for main.py)
 
 
 @flax.struct.dataclass
@@ -99,162 +107,279 @@ def make_train_step(model: models.ModelFns, method: methods.Method,
   return train_step
 
 
-def make_eval_fn(model: models.ModelFns, batch_size: int, preprocess: Optional[Callable] = None):
-  """``evaluate(params, model_state, x, y) -> {'acc', 'loss'}`` in eval mode (running BN stats).
 
-  ``preprocess(x) -> x`` (e.g. CIFAR normalisation of uint8 images) runs on device if given.
-  """
+def make_eval_fn(model: models.ModelFns, batch_size: int, mesh=None,
+                 preprocess: Optional[Callable] = None):
+  """``evaluate(params, model_state, x, y) -> {'acc', 'loss', 'pred'}`` in eval mode (running BN
+  stats). With a ``mesh``, each batch is split over its devices (padded to a multiple of the
+  device count; the padding rows are dropped, eval mode has no batch coupling).
+  ``preprocess(x) -> x`` (e.g. CIFAR normalisation of uint8 images) runs on device if given."""
+  n_dev = mesh.size if mesh is not None else 1
+  out = parallel.replicated(mesh) if mesh is not None else None
 
-  @jax.jit
-  def logits_fn(params, model_state, x):
+  @functools.partial(jax.jit, out_shardings=out)
+  def per_sample(params, model_state, x, y):
     if preprocess is not None:
       x = preprocess(x)
-    return model.apply(params, model_state, x, False)[0]
+    logits = model.apply(params, model_state, x, False)[0]
+    return jnp.argmax(logits, -1), losses.cross_entropy(logits, y)
 
   def evaluate(params, model_state, x, y) -> Dict[str, Any]:
     n = x.shape[0]
-    preds, total_loss = [], 0.0
-    for start in range(0, n, batch_size):
-      xb, yb = x[start:start + batch_size], y[start:start + batch_size]
-      pad = batch_size - xb.shape[0] if n > batch_size else 0
-      if pad:  # keep one compiled shape
-        xb = np.concatenate([xb, np.repeat(xb[-1:], pad, axis=0)])
-      logits = logits_fn(params, model_state, xb)[:len(yb)]
-      total_loss += float(jnp.sum(losses.cross_entropy(logits, jnp.asarray(yb))))
-      preds.append(np.asarray(jnp.argmax(logits, -1)))
+    bs = -(-min(batch_size, n) // n_dev) * n_dev  # one compiled shape, divisible by devices
+    preds, ces = [], []
+    for start in range(0, n, bs):
+      idx = np.arange(start, min(start + bs, n))
+      padded = np.concatenate([idx, np.full(bs - len(idx), idx[-1])])
+      if mesh is not None:
+        b = parallel.global_rows({"x": x, "y": y}, padded, parallel.batch_sharding(mesh))
+      else:
+        b = {"x": x[padded], "y": jnp.asarray(y[padded])}
+      pred, ce = jax.device_get(per_sample(params, model_state, b["x"], b["y"]))
+      preds.append(pred[:len(idx)])
+      ces.append(ce[:len(idx)])
     preds = np.concatenate(preds)
-    return {"acc": 100.0 * float(np.mean(preds == y)), "loss": total_loss / n, "pred": preds}
+    loss = float(np.sum(np.concatenate(ces), dtype=np.float64)) / n
+    return {"acc": 100.0 * float(np.mean(preds == y)), "loss": loss, "pred": preds}
 
   return evaluate
 
 
-def _write_json(path: str, obj) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=2)
-  os.replace(tmp, path)
+class NonFiniteError(FloatingPointError):
+  """A NaN/inf in a loss, the weights, the parameters or a state: the run stops, unsaved."""
 
 
-def _instance_weight(weights: np.ndarray, labels: np.ndarray) -> np.ndarray:
-  """One number per sample: the weight itself, or for class-level weights the target column."""
-  if weights.shape[1] == 1:
-    return weights[:, 0]
-  return np.take_along_axis(weights, labels[:, None], axis=1)[:, 0]
+def _all_finite(tree):
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+            if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+def with_finite_check(train_step):
+  """``step(...) -> (state, metrics, weights, finite)``; ``finite`` maps each scalar metric,
+  ``weights`` and each part of the new state to "all finite" (checked inside the jitted step)."""
+
+  def step(state, batch, meta_batch):
+    new_state, step_metrics, weights = train_step(state, batch, meta_batch)
+    finite = {k: jnp.isfinite(v) for k, v in step_metrics.items()}
+    finite.update(weights=_all_finite(weights), params=_all_finite(new_state.params),
+                  bn_stats=_all_finite(new_state.model_state),
+                  opt_state=_all_finite(new_state.opt_state),
+                  method_state=_all_finite(new_state.method_state))
+    return new_state, step_metrics, weights, finite
+
+  return step
+
+
+class _FiniteGuard:
+  """Checks the steps' ``finite`` flags one step late, so the host does not wait for each
+  step before dispatching the next; everything is checked before any save or metrics row."""
+
+  def __init__(self, steps_per_epoch: int, ckpt_dir: Optional[str]):
+    self.spe, self.ckpt_dir, self.pending = steps_per_epoch, ckpt_dir, []
+    self.last_saved: Optional[int] = None
+
+  def push(self, step: int, finite) -> None:
+    self.pending.append((step, finite))
+
+  def check(self, keep_last: int = 0) -> None:
+    upto = len(self.pending) - keep_last
+    todo, self.pending = self.pending[:upto], self.pending[upto:]
+    for step, finite in todo:
+      finite = jax.device_get(finite)
+      bad = [k for k, ok in finite.items() if not ok]
+      if bad:
+        epoch, s = divmod(step, self.spe)
+        where = (f"the last good checkpoint is step {self.last_saved} in {self.ckpt_dir}"
+                 if self.last_saved is not None else "no checkpoint was saved")
+        raise NonFiniteError(
+            f"non-finite {', '.join(bad)} at step {step} (epoch {epoch}, batch {s}); run "
+            f"stopped without saving, {where} (lower the learning rate or check the data)")
 
 
 def setup(config):
-  """Validate, build data, model, method and optimizer. Raises ConfigError on bad input."""
+  """Validate, build data, model, method and optimizer. Raises ConfigError on bad input.
+
+  Starts the multi-host runtime if configured (before anything queries devices) and checks the
+  batch sizes against the data and the device count, all before any file is written.
+  """
   validation.validate(config)
+  parallel.initialize(config)
+  validation.validate_devices(config, jax.device_count())
   if config.dtype == "float64":
     jax.config.update("jax_enable_x64", True)
   dtype = jnp.dtype(config.dtype)
-  try:
-    ds = data.build(config)
-  except ValueError as e:  # e.g. meta set larger than a class, imbalance emptying a class
-    raise ConfigError(str(e)) from None
+  ds = validation.build_data(config)
+  validation.validate_data(config, ds.num_train, parallel.device_count(config))
   spe = pipeline.steps_per_epoch(ds.num_train, config.batch_size, config.drop_last)
-  if spe < 1:
-    raise ConfigError(f"batch_size {config.batch_size} is larger than the training set "
-                      f"({ds.num_train}) with drop_last")
   info = methods.DataInfo(ds.num_classes, ds.num_train, ds.class_counts, spe)
   model = models.get(config.model, ds.num_classes, config, dtype)
   method = methods.get(config.method)(config, info)
+  validation.validate_method(config, method, int(ds.y_meta.shape[0]))
   schedule = optim.lr_schedule(config, spe)
   tx = optim.classifier_optimizer(config, schedule)
   return ds, info, model, method, schedule, tx
 
 
 def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
-  """Train ``config`` and write config, labels, metrics and final results to ``workdir``."""
+  """Train ``config`` and write config, labels, metrics and final results to ``workdir``.
+
+  If ``workdir`` holds checkpoints of the same config, the run resumes from the latest one and
+  ends exactly as an uninterrupted run would (bit-identical on CPU).
+  """
+  validation.validate(config)  # cheap checks first (setup repeats this one)
+  validation.validate_workdir(config, workdir)
   ds, info, model, method, schedule, tx = setup(config)
+  mesh = parallel.make_mesh(config)
+  primary = parallel.is_primary()
   dtype = jnp.dtype(config.dtype)
-  os.makedirs(workdir, exist_ok=True)
-  _write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json_best_effort()))
-  _write_json(os.path.join(workdir, "data.json"), ds.summary())
-  ds.save_labels(os.path.join(workdir, "labels.npz"))
+  if primary:
+    os.makedirs(workdir, exist_ok=True)
+    fileio.write_json(os.path.join(workdir, "config.json"),
+                      json.loads(config.to_json_best_effort()))
+    fileio.write_json(os.path.join(workdir, "data.json"), ds.summary())
+    fileio.atomic(os.path.join(workdir, "labels.npz"), ds.save_labels)
 
   # uint8 images stay uint8 on the host; the dataset's augment / preprocess convert on device.
   x_train, x_meta, x_test = (x if x.dtype == np.uint8 else x.astype(dtype)
                              for x in (ds.x_train, ds.x_meta, ds.x_test))
+  train_arrays = {"x": x_train, "y": ds.y_train, "y_true": ds.y_train_true}
+  meta_arrays = {"x": x_meta, "y": ds.y_meta}
   sample_x = ds.preprocess(x_train[:2]) if ds.preprocess else x_train[:2]
   state = create_train_state(jax.random.PRNGKey(config.seed), model, method, tx, sample_x)
-  train_step = jax.jit(make_train_step(model, method, tx, schedule, hypergrad=config.hypergrad,
-                                       augment=ds.augment), donate_argnums=0)
-  evaluate = make_eval_fn(model, config.eval_batch_size, ds.preprocess)
+  state = parallel.put_replicated(jax.device_get(state), mesh)
+  step_fn = jax.jit(with_finite_check(make_train_step(
+      model, method, tx, schedule, hypergrad=config.hypergrad, augment=ds.augment)),
+      out_shardings=parallel.replicated(mesh), donate_argnums=0)
+  evaluate = make_eval_fn(model, config.eval_batch_size, mesh, ds.preprocess)
 
   n_meta = ds.y_meta.shape[0]
   meta_bs = min(config.meta_batch_size or config.batch_size, n_meta) if n_meta else 0
   spe, epochs = info.steps_per_epoch, config.num_epochs
-  metrics_path = os.path.join(workdir, "metrics.jsonl")
-  open(metrics_path, "w").close()
-  instance_w = np.full((epochs, ds.num_train), np.nan, np.float32)
-  final_w = None
-  history = []
-  t0 = time.time()
-  bar = tqdm(total=epochs * spe, disable=not config.progress, unit="step", dynamic_ncols=True)
-  for epoch in range(epochs):
-    step_metrics, step_weights, step_idx = [], [], []
-    for s in range(spe):
-      idx = pipeline.train_batch_indices(ds.num_train, config.batch_size, config.seed, epoch, s)
-      batch = {"x": x_train[idx], "y": ds.y_train[idx], "y_true": ds.y_train_true[idx]}
-      meta = None
-      if method.uses_meta:
-        midx = pipeline.meta_batch_indices(n_meta, meta_bs, config.seed, epoch, s)
-        meta = {"x": x_meta[midx], "y": ds.y_meta[midx]}
-      state, m, w = train_step(state, batch, meta)
-      step_metrics.append(m)
-      step_weights.append(w)
-      step_idx.append(idx)
-      bar.update(1)
-      if s == spe - 1 or s % 20 == 0:
-        bar.set_postfix(epoch=f"{epoch + 1}/{epochs}", loss=f"{float(m['train_loss']):.3f}",
-                        test_acc=f"{history[-1]['test_acc']:.2f}" if history else "-")
-    step_metrics = jax.device_get(step_metrics)
-    idx = np.concatenate(step_idx)
-    w = np.concatenate(jax.device_get(step_weights)).astype(np.float32)
-    iw = _instance_weight(w, ds.y_train[idx])
-    instance_w[epoch, idx] = iw
-    if epoch == epochs - 1:
-      final_w = np.full((ds.num_train, w.shape[1]), np.nan, np.float32)
-      final_w[idx] = w
-    noisy = ds.noise_mask[idx]
-    test = evaluate(state.params, state.model_state, x_test, ds.y_test)
-    row = {"epoch": epoch, "step": int(state.step)}
-    sizes = np.array([len(i) for i in step_idx], np.float64)
-    for k in step_metrics[0]:
-      row[k] = float(np.sum([float(m[k]) * n for m, n in zip(step_metrics, sizes)]) / sizes.sum())
-    row.update({
-        "test_acc": test["acc"], "test_loss": test["loss"],
-        "weight_mean": float(iw.mean()),
-        "weight_clean_mean": float(iw[~noisy].mean()) if (~noisy).any() else None,
-        "weight_noisy_mean": float(iw[noisy].mean()) if noisy.any() else None,
-        "wall_time_s": time.time() - t0,
-    })
-    history.append(row)
-    with open(metrics_path, "a") as f:
-      f.write(json.dumps(row) + "\n")
-    bar.set_postfix(epoch=f"{epoch + 1}/{epochs}", loss=f"{row['train_loss']:.3f}",
-                    test_acc=f"{row['test_acc']:.2f}")
-  bar.close()
+  total = epochs * spe
+  batch_sharding = parallel.batch_sharding(mesh)
 
-  np.savez(os.path.join(workdir, "predictions.npz"), test_pred=test["pred"], test_labels=ds.y_test)
-  with open(os.path.join(workdir, "method_state.msgpack"), "wb") as f:
-    f.write(flax.serialization.to_bytes(jax.device_get(state.method_state)))
-  np.savez(os.path.join(workdir, "sample_weights.npz"), instance_weight=instance_w,
-           final_weights=final_w, noisy_labels=ds.y_train, true_labels=ds.y_train_true)
+  def batches(epoch: int, s: int):
+    """The step's global batches (the data position is a pure function of epoch and step)."""
+    idx = pipeline.train_batch_indices(ds.num_train, config.batch_size, config.seed, epoch, s)
+    batch = parallel.global_rows(train_arrays, idx, batch_sharding)
+    meta = None
+    if method.uses_meta:
+      midx = pipeline.meta_batch_indices(n_meta, meta_bs, config.seed, epoch, s)
+      meta = parallel.global_rows(meta_arrays, midx, mesh=mesh)
+    return idx, batch, meta
+
+  _, probe_batch, probe_meta = batches(0, 0)
+  shapes = jax.eval_shape(step_fn, state, probe_batch, probe_meta)
+  recorder = metrics.Recorder(sorted(shapes[1]), epochs, ds.y_train, ds.noise_mask,
+                              shapes[2].shape[1])
+  ckpt = (checkpoint.Checkpointer(workdir, int(config.get("keep_checkpoints", 2)),
+                                  bool(config.get("checkpoint_best", True)))
+          if config.get("checkpoint", True) else None)
+  start = 0
+  if ckpt is not None and ckpt.latest_step() is not None:
+    loop_target, _ = recorder.state_dict(0.0)
+    state, loop_arrays, loop_meta = ckpt.restore(state, loop_target)
+    recorder.load_state_dict(loop_arrays, loop_meta)
+    start = int(state.step)
+  guard = _FiniteGuard(spe, ckpt.dir if ckpt else None)
+  guard.last_saved = start if start else None
+  writer = metrics.Writer(workdir, recorder.history, bool(config.get("tensorboard", False)),
+                          enabled=primary)
+  every = int(config.get("checkpoint_every_steps", 0))
+  keep_best = bool(config.get("checkpoint_best", True))
+  best = max([r["test_acc"] for r in recorder.history], default=-np.inf)
+  t0 = time.time()
+  t_epoch = t0
+
+  def elapsed():
+    return recorder.elapsed_before + time.time() - t0
+
+  def save(done: int, test_acc=None):
+    guard.check()
+    recorder.flush()
+    arrays, meta = recorder.state_dict(elapsed())
+    meta.update(epoch=done // spe, step_in_epoch=done % spe)
+    ckpt.save(done, state, arrays, meta, test_acc)
+    guard.last_saved = done
+
+  test = None
+  bar = tqdm(total=total, initial=start, disable=not config.progress or not primary,
+             unit="step", dynamic_ncols=True)
+  try:
+    for step in range(start, total):
+      epoch, s = divmod(step, spe)
+      if s == 0:
+        recorder.start_epoch()
+        t_epoch = time.time()
+      idx, batch, meta = batches(epoch, s)
+      state, m, w, finite = step_fn(state, batch, meta)
+      guard.push(step, finite)
+      guard.check(keep_last=1)
+      recorder.add(epoch, idx, m, w)
+      bar.update(1)
+      if s % 20 == 0:
+        bar.set_postfix(epoch=f"{epoch + 1}/{epochs}", loss=f"{float(m['train_loss']):.3f}",
+                        test_acc=f"{recorder.history[-1]['test_acc']:.2f}"
+                        if recorder.history else "-")
+      done, test_acc = step + 1, None
+      if s == spe - 1:  # epoch end
+        guard.check()
+        # (a per-epoch method hook would update state.method_state here, before the save)
+        test = evaluate(state.params, state.model_state, x_test, ds.y_test)
+        now = time.time()
+        row = recorder.end_epoch(epoch, done, test, elapsed(), now - t_epoch, spe)
+        writer.write(row)
+        bar.set_postfix(epoch=f"{epoch + 1}/{epochs}", loss=f"{row['train_loss']:.3f}",
+                        test_acc=f"{row['test_acc']:.2f}")
+        test_acc = row["test_acc"]
+      new_best = test_acc is not None and test_acc > best
+      if ckpt is not None and (done == total or (every and done % every == 0)
+                               or (new_best and keep_best)):
+        save(done, test_acc)
+      if new_best:
+        best = test_acc
+    guard.check()
+  finally:
+    bar.close()
+    writer.close()
+    if ckpt is not None:
+      ckpt.close()
+
+  if test is None:  # resumed from the final checkpoint: nothing left to train
+    test = evaluate(state.params, state.model_state, x_test, ds.y_test)
+  final = _final_summary(config, ds, recorder.history, int(state.step), mesh.size, elapsed())
+  if primary:
+    _write_final_files(workdir, ds, recorder, test, jax.device_get(state.method_state), final)
+    if config.get("report", True):
+      from gdw_jax.analysis import report  # imported here: matplotlib loads only when needed
+      report.write_report(workdir)
+  return final
+
+
+def _final_summary(config, ds, history, steps: int, num_devices: int, wall_time: float):
   accs = [r["test_acc"] for r in history]
-  final = {
+  return {
       "method": config.method, "dataset": config.dataset, "noise_type": config.noise_type,
       "noise_rate": config.noise_rate, "imbalance_factor": config.imbalance_factor,
-      "seed": config.seed, "num_epochs": epochs, "steps": int(state.step),
+      "seed": config.seed, "num_epochs": config.num_epochs, "steps": steps,
       "last_acc": accs[-1], "best_acc": max(accs), "best_epoch": int(np.argmax(accs)),
       "last5_acc": float(np.mean(accs[-5:])),
       "final_train_loss": history[-1]["train_loss"],
       "realised_noise_rate": float(ds.noise_mask.mean()),
-      "wall_time_s": time.time() - t0,
+      "num_devices": num_devices, "num_processes": jax.process_count(),
+      "wall_time_s": wall_time,
   }
-  _write_json(os.path.join(workdir, "final.json"), final)
-  if config.get("report", True):
-    from gdw_jax.analysis import report  # imported here: matplotlib loads only when needed
-    report.write_report(workdir)
-  return final
+
+
+def _write_final_files(workdir, ds, recorder, test, method_state, final) -> None:
+  """Test predictions, method state, per-sample weights, then ``final.json`` (written last: its
+  presence means the run completed)."""
+  fileio.save_npz(os.path.join(workdir, "predictions.npz"), test_pred=test["pred"],
+                  test_labels=ds.y_test)
+  fileio.write_bytes(os.path.join(workdir, "method_state.msgpack"),
+                     flax.serialization.to_bytes(method_state))
+  fileio.save_npz(os.path.join(workdir, "sample_weights.npz"),
+                  instance_weight=recorder.instance_w, final_weights=recorder.epoch_w,
+                  noisy_labels=ds.y_train, true_labels=ds.y_train_true)
+  fileio.write_json(os.path.join(workdir, "final.json"), final)

@@ -1,9 +1,41 @@
-"""Config validation in one place, before any work starts (nothing is written on error)."""
+"""Config validation in one place, before any work starts (nothing is written on error).
+
+Three stages, all run by :func:`gdw_jax.train.setup` / ``train_and_evaluate`` before the workdir
+is touched:
+
+* :func:`validate`: the config alone: names (with the valid list), types, ranges and
+  inconsistent combinations (an option group the chosen method never reads, nesterov without
+  momentum, multi-host settings without ``distributed``, ...);
+* :func:`build_data` + :func:`validate_data`: what needs the data and the devices (missing data
+  files, a meta set larger than a class, batch sizes vs. the training set and the device count);
+* :func:`validate_workdir`: the workdir is a directory and, if it already holds a run, the same
+  config (so a restart resumes that run instead of mixing two).
+
+Every error is a :class:`ConfigError` with a one-line message.
+"""
 from __future__ import annotations
 
+import json
 import numbers
+import os
 
 from gdw_jax import bilevel, data, methods, models, optim
+
+# Option groups each built-in method reads. A group changed from its default while the chosen
+# method ignores it is almost always a mistake (e.g. a weight-net option on erm). Methods not
+# listed here are not checked.
+METHOD_GROUPS = {"erm": (), "mwnet": ("vnet", "mwnet"), "gdw": ("vnet", "gdw")}
+OPTION_GROUPS = ("vnet", "mwnet", "gdw")
+
+# Keys that change how a run executes, not what it computes: they may differ when a workdir is
+# resumed. (num_devices changes float summation order only: a resume on another device count
+# continues the run, just not bit-identically.)
+RUNTIME_KEYS = ("progress", "tensorboard", "checkpoint", "checkpoint_every_steps",
+                "keep_checkpoints", "checkpoint_best", "num_devices", "distributed",
+                "coordinator_address", "num_processes", "process_id")
+
+BOOL_KEYS = ("drop_last", "nesterov", "progress", "checkpoint", "checkpoint_best", "tensorboard",
+             "distributed")
 
 
 class ConfigError(ValueError):
@@ -15,25 +47,66 @@ def _check(cond: bool, msg: str) -> None:
     raise ConfigError(msg)
 
 
-def _one_of(config, key, valid) -> None:
+def _present(config, key) -> None:
+  _check(key in config, f"config has no key {key!r} (build configs from "
+                        f"configs.common.base_config())")
+
+
+def _one_of(config, key, valid, prefix="") -> None:
+  _present(config, key)
   value = config.get(key)
-  _check(value in valid, f"unknown {key} {value!r}; valid: {', '.join(map(str, valid))}")
+  _check(value in valid, f"unknown {prefix}{key} {value!r}; valid: {', '.join(map(str, valid))}")
 
 
-def _number(config, key, lo=None, hi=None, lo_open=False, integer=False) -> None:
+def _number(config, key, lo=None, hi=None, lo_open=False, hi_open=False, integer=False,
+            prefix="") -> None:
+  _present(config, key)
   value = config.get(key)
   kind = numbers.Integral if integer else numbers.Real
   _check(isinstance(value, kind) and not isinstance(value, bool),
-         f"{key} must be {'an integer' if integer else 'a number'}, got {value!r}")
-  if lo is not None:
-    ok = value > lo if lo_open else value >= lo
-    _check(ok, f"{key} must be {'>' if lo_open else '>='} {lo}, got {value}")
-  if hi is not None:
-    _check(value <= hi, f"{key} must be <= {hi}, got {value}")
+         f"{prefix}{key} must be {'an integer' if integer else 'a number'}, got {value!r}")
+  lo_ok = lo is None or (value > lo if lo_open else value >= lo)
+  hi_ok = hi is None or (value < hi if hi_open else value <= hi)
+  if lo is not None and hi is not None:  # say the whole interval: "must be in (0, 1]"
+    interval = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+    _check(lo_ok and hi_ok, f"{prefix}{key} must be in {interval}, got {value}")
+  _check(lo_ok, f"{prefix}{key} must be {'>' if lo_open else '>='} {lo}, got {value}")
+  _check(hi_ok, f"{prefix}{key} must be {'<' if hi_open else '<='} {hi}, got {value}")
+
+
+def _bool(config, key) -> None:
+  if key in config:
+    value = config.get(key)
+    _check(isinstance(value, bool), f"{key} must be True or False, got {value!r}")
+
+
+def _group_defaults():
+  try:
+    from configs import common
+  except ImportError:  # installed without the configs package: skip the check
+    return None
+  return common.base_config()
+
+
+def _check_unused_groups(config) -> None:
+  """An option group changed from its default but never read by the chosen method."""
+  reads = METHOD_GROUPS.get(config.method)
+  defaults = _group_defaults()
+  if reads is None or defaults is None:
+    return
+  for group in OPTION_GROUPS:
+    if group in reads or group not in config or group not in defaults:
+      continue
+    for key in config[group]:
+      value, default = config[group].get(key), defaults[group].get(key, None)
+      _check(value == default,
+             f"{group}.{key}={value!r} is set but method {config.method} does not read the "
+             f"{group} options (methods that do: "
+             f"{', '.join(m for m, g in sorted(METHOD_GROUPS.items()) if group in g)})")
 
 
 def validate(config) -> None:
-  """Raise :class:`ConfigError` on the first inconsistency in ``config``."""
+  """Raise :class:`ConfigError` on the first inconsistency in ``config`` alone."""
   _one_of(config, "method", methods.names())
   _one_of(config, "dataset", data.dataset_names())
   _one_of(config, "model", models.names())
@@ -44,9 +117,10 @@ def validate(config) -> None:
   _one_of(config, "lr_schedule", optim.LR_SCHEDULES)
   _one_of(config, "hypergrad", bilevel.HYPERGRADS)
   _one_of(config, "dtype", ("float32", "float64"))
+  for key in BOOL_KEYS:
+    _bool(config, key)
   _number(config, "noise_rate", 0.0, 1.0)
-  _check(0.0 < config.imbalance_factor <= 1.0,
-         f"imbalance_factor must be in (0, 1], got {config.imbalance_factor}")
+  _number(config, "imbalance_factor", 0.0, 1.0, lo_open=True)
   _number(config, "batch_size", 1, integer=True)
   _number(config, "num_epochs", 1, integer=True)
   _number(config, "meta_per_class", 0, integer=True)
@@ -57,18 +131,117 @@ def validate(config) -> None:
   _number(config, "seed", 0, integer=True)
   _number(config, "prob_clamp", 0.0, 1.0, lo_open=True)
   _number(config, "eval_batch_size", 1, integer=True)
+  _check(not config.get("nesterov", False) or config.momentum > 0,
+         "nesterov=True needs momentum > 0")
+  if config.lr_schedule == "step_epoch":
+    _number(config, "lr_decay", 0.0, lo_open=True)
+    ms = tuple(config.get("lr_milestones", ()) or ())
+    _check(all(isinstance(m, numbers.Integral) and not isinstance(m, bool) and m > 0 for m in ms)
+           and list(ms) == sorted(set(ms)),
+           f"lr_milestones must be increasing positive epoch numbers, got {ms}")
   if config.method in ("mwnet", "gdw"):
     _check(config.meta_per_class >= 1,
            f"method {config.method} needs a meta set: meta_per_class must be >= 1")
-    _one_of(config.vnet, "optimizer", optim.OPTIMIZERS)
-    _number(config.vnet, "lr", 0.0)
-    _number(config.vnet, "hidden", 1, integer=True)
+    _one_of(config.vnet, "optimizer", optim.OPTIMIZERS, "vnet.")
+    _number(config.vnet, "lr", 0.0, prefix="vnet.")
+    _number(config.vnet, "weight_decay", 0.0, prefix="vnet.")
+    _number(config.vnet, "hidden", 1, integer=True, prefix="vnet.")
   if config.method == "mwnet":
-    _check(config.mwnet.real_weights in ("updated", "initial"),
-           f"unknown mwnet.real_weights {config.mwnet.real_weights!r}; valid: updated, initial")
+    _one_of(config.mwnet, "real_weights", ("updated", "initial"), "mwnet.")
   if config.method == "gdw":
     _check(config.prob_clamp < 1.0, "gdw needs prob_clamp < 1 (the constraint divides by 1 - p_y)")
-    _number(config.gdw, "outer_lr", 0.0)
-    _number(config.gdw, "clip", 0.0, lo_open=True)
+    _number(config.gdw, "outer_lr", 0.0, prefix="gdw.")
+    _number(config.gdw, "clip", 0.0, lo_open=True, prefix="gdw.")
     _check(0 < config.gdw.weight_min <= config.gdw.weight_max,
            "gdw.weight_min must be > 0 and <= gdw.weight_max")
+  _check_unused_groups(config)
+  _validate_run_options(config)
+
+
+def _validate_run_options(config) -> None:
+  """Devices, multi-host, checkpoints and logging."""
+  if "num_devices" in config:
+    _number(config, "num_devices", 0, integer=True)
+  if "checkpoint_every_steps" in config:
+    _number(config, "checkpoint_every_steps", 0, integer=True)
+  if "keep_checkpoints" in config:
+    _number(config, "keep_checkpoints", 1, integer=True)
+  if config.get("tensorboard", False):
+    from gdw_jax import metrics
+    reason = metrics.tensorboard_available()
+    _check(reason is None, reason or "")
+  if config.get("coordinator_address"):
+    _check(config.get("distributed", False),
+           "coordinator_address is set but distributed=False; set distributed=True")
+    _number(config, "num_processes", 1, integer=True)
+    _number(config, "process_id", 0, config.num_processes, hi_open=True, integer=True)
+  elif config.get("num_processes", 0) or config.get("process_id", -1) not in (-1, None):
+    raise ConfigError("num_processes / process_id need coordinator_address (or leave all three "
+                      "unset to auto-detect the cluster)")
+
+
+def build_data(config):
+  """``data.build(config)`` with data errors (missing files, impossible splits) as ConfigError."""
+  try:
+    return data.build(config)
+  except FileNotFoundError as e:
+    name = e.filename or str(e).splitlines()[0]
+    raise ConfigError(f"dataset {config.dataset!r}: missing data {name}") from None
+  except (ValueError, OSError) as e:  # e.g. meta set larger than a class, imbalance emptying one
+    raise ConfigError(" ".join(str(e).split())) from None
+
+
+def validate_devices(config, available: int) -> None:
+  """``num_devices`` against the ``available`` devices (after multi-host initialisation)."""
+  n = config.get("num_devices", 0)
+  _check(n <= available, f"num_devices={n} but only {available} device(s) are available")
+  _check(not n or not config.get("distributed", False) or n == available,
+         f"num_devices={n} with distributed=True; multi-host runs use every device (set 0)")
+
+
+def validate_data(config, num_train: int, num_devices: int) -> None:
+  """Batch sizes against the data and the number of devices the global batch is split over."""
+  bs = config.batch_size
+  if config.drop_last:
+    _check(bs <= num_train, f"batch_size {bs} is larger than the training set ({num_train}) "
+                            f"with drop_last")
+  _check(bs % num_devices == 0,
+         f"batch_size {bs} does not divide over {num_devices} devices; use a multiple of "
+         f"{num_devices} or set num_devices")
+  last = num_train % bs
+  _check(config.drop_last or last == 0 or last % num_devices == 0,
+         f"with drop_last=False the last batch has {last} samples ({num_train} training "
+         f"samples, batch_size {bs}), which does not divide over {num_devices} devices; set "
+         f"drop_last=True, a batch_size whose last batch divides by {num_devices}, or "
+         f"num_devices=1")
+
+
+def validate_method(config, method, num_meta: int) -> None:
+  """What only the built method knows: whether it needs a meta set."""
+  _check(not method.uses_meta or num_meta > 0,
+         f"method {config.method} needs a meta set, but it is empty (set meta_per_class >= 1)")
+
+
+def _comparable(config_dict):
+  return {k: v for k, v in config_dict.items() if k not in RUNTIME_KEYS}
+
+
+def validate_workdir(config, workdir: str) -> None:
+  """The workdir is a directory, and any run already in it used the same config."""
+  _check(bool(workdir), "workdir must be a non-empty path")
+  _check(not os.path.exists(workdir) or os.path.isdir(workdir),
+         f"workdir {workdir} exists and is not a directory")
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    return
+  try:
+    with open(path) as f:
+      old = json.load(f)
+  except (OSError, ValueError):
+    raise ConfigError(f"workdir {workdir} has an unreadable config.json; use a new --workdir")
+  new = _comparable(json.loads(config.to_json_best_effort()))
+  old = _comparable(old)
+  diff = sorted(k for k in set(new) | set(old) if new.get(k) != old.get(k))
+  _check(not diff, f"workdir {workdir} holds a run with a different config (differs in: "
+                   f"{', '.join(diff[:6])}{', ...' if len(diff) > 6 else ''}); resume it with "
+                   f"the same config or use a new --workdir")

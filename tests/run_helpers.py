@@ -1,0 +1,107 @@
+"""Helpers for tests that run training in subprocesses (fresh jax, chosen device count)."""
+import atexit
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# One persistent XLA compilation cache for this test session's subprocesses: runs of the same
+# program (e.g. a killed run and its resumption) compile once. A cached executable is the same
+# program, so results are unaffected.
+_CACHE = tempfile.mkdtemp(prefix="gdw_jax_test_xla_cache_")
+atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+
+# Runs train_and_evaluate on a JSON config override in a fresh interpreter. With KILL_AT set to
+# a global step, the process SIGKILLs itself (no cleanup of any kind) when the loop asks for that
+# step's batch: a hard kill at a known point, after the checkpoints before it were saved.
+DRIVER = r"""
+import json, os, signal, sys
+from configs import digits
+from gdw_jax import train
+from gdw_jax.data import pipeline
+
+overrides, workdir = json.loads(sys.argv[1]), sys.argv[2]
+kill_at = int(os.environ.get("KILL_AT", "-1"))
+config = digits.get_config()
+for key, value in overrides.items():
+  node = config
+  *parents, leaf = key.split(".")
+  for p in parents:
+    node = node[p]
+  node[leaf] = tuple(value) if isinstance(value, list) else value
+
+if kill_at >= 0:
+  real = pipeline.train_batch_indices
+  def train_batch_indices(n, batch_size, seed, epoch, step):
+    spe = pipeline.steps_per_epoch(n, batch_size, config.drop_last)
+    if epoch * spe + step == kill_at:
+      os.kill(os.getpid(), signal.SIGKILL)
+    return real(n, batch_size, seed, epoch, step)
+  pipeline.train_batch_indices = train_batch_indices
+try:
+  train.train_and_evaluate(config, workdir)
+except train.ConfigError as e:
+  print("CONFIG_ERROR:", e)
+  sys.exit(2)
+"""
+
+
+def env(devices=1):
+  """Environment of a subprocess on ``devices`` fake CPU devices."""
+  e = dict(os.environ, JAX_PLATFORMS="cpu",
+           XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+           JAX_COMPILATION_CACHE_DIR=_CACHE, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+           JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+  e.pop("KILL_AT", None)
+  return e
+
+
+def python(code, devices=1):
+  """Start ``python -c code`` from the repository root (``Popen``)."""
+  return subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env(devices),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def start(overrides, workdir, devices=1, kill_at=None, extra_env=None):
+  """Start a training subprocess (``Popen``) on ``devices`` fake CPU devices."""
+  env = globals()["env"](devices)
+  if kill_at is not None:
+    env["KILL_AT"] = str(kill_at)
+  env.update(extra_env or {})
+  cfg = dict(progress=False)
+  cfg.update(overrides)
+  return subprocess.Popen([sys.executable, "-c", DRIVER, json.dumps(cfg), str(workdir)],
+                          cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True)
+
+
+def finish(proc, timeout=600):
+  out, err = proc.communicate(timeout=timeout)
+  return proc.returncode, out, err
+
+
+def run(overrides, workdir, **kwargs):
+  rc, out, err = finish(start(overrides, workdir, **kwargs))
+  assert rc == 0, f"training subprocess failed ({rc}):\n{out}\n{err[-3000:]}"
+  return out
+
+
+TIMING_KEYS = ("wall_time_s", "epoch_time_s", "steps_per_s")
+
+
+def read_rows(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f]
+
+
+def read_final(workdir):
+  with open(os.path.join(workdir, "final.json")) as f:
+    return json.load(f)
+
+
+def without_timing(d):
+  return {k: v for k, v in d.items() if k not in TIMING_KEYS}

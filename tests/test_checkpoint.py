@@ -1,0 +1,106 @@
+"""Checkpoints: retention policy, and a SIGKILLed run resumed to a bit-identical end."""
+import importlib.util
+import os
+
+import jax
+import numpy as np
+
+import run_helpers as rh
+from configs import digits
+from gdw_jax import checkpoint, train
+
+
+def _assert_trees_equal(a, b):
+  la, ta = jax.tree.flatten(a)
+  lb, tb = jax.tree.flatten(b)
+  assert ta == tb
+  for x, y in zip(la, lb):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_keeps_last_k_plus_best_and_restores_exactly(tmp_path):
+  state = {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "step": np.array(0, np.int32)}
+  loop = {"hist": np.zeros(4, np.float64)}
+  accs = {3: 50.0, 6: 91.0, 9: 70.0, 10: None, 12: 80.0, 15: None}
+  for session in ((3, 6, 9), (10, 12, 15)):  # a restart in between: the best must survive it
+    ckpt = checkpoint.Checkpointer(str(tmp_path), keep=2, best=True)
+    for step in session:
+      s = {"w": state["w"] + step, "step": np.array(step, np.int32)}
+      ckpt.save(step, s, {"hist": loop["hist"] + step}, {"step": step}, test_acc=accs[step])
+    ckpt.close()
+  ckpt = checkpoint.Checkpointer(str(tmp_path), keep=2, best=True)
+  ckpt.save(15, state, loop, {"step": -1})  # already saved: a no-op
+  ckpt.close()
+  # last two (12, 15) plus the best epoch-end checkpoint (6: 91%)
+  assert checkpoint.steps(str(tmp_path)) == [6, 12, 15]
+  assert checkpoint.best_step(str(tmp_path)) == 6
+  target = {"w": np.zeros((2, 3), np.float32), "step": np.array(0, np.int32)}
+  ckpt = checkpoint.Checkpointer(str(tmp_path), keep=2, best=True)
+  s, l, meta = ckpt.restore(target, loop, step=6)
+  ckpt.close()
+  np.testing.assert_array_equal(s["w"], state["w"] + 6)
+  np.testing.assert_array_equal(l["hist"], loop["hist"] + 6)
+  assert meta == {"step": 6}
+  raw = checkpoint.load(str(tmp_path))
+  assert raw["meta"] == {"step": 15} and int(raw["state"]["step"]) == 15
+
+
+# 1197 training samples / 133 = 9 full steps per epoch (one compiled step shape).
+KILL_CONFIG = dict(method="gdw", num_epochs=3, batch_size=133, mlp_hidden=[64],
+                   mlp_batch_norm=True, checkpoint_every_steps=7, checkpoint_best=False,
+                   keep_checkpoints=2)
+
+
+def test_sigkill_then_resume_is_bit_identical(tmp_path):
+  """9 steps/epoch; saves at 7, 14, 21, 27. Killed (SIGKILL) when asking for step 20's batch:
+  after the epoch-1 row (step 18) was written but not checkpointed. The resumed run restarts
+  mid-epoch from step 14 and must end with identical files."""
+  full, killed = tmp_path / "full", tmp_path / "killed"
+  procs = [rh.start(KILL_CONFIG, full), rh.start(KILL_CONFIG, killed, kill_at=20)]
+  (rc_full, _, err_full), (rc_killed, _, _) = [rh.finish(p) for p in procs]
+  assert rc_full == 0, err_full[-3000:]
+  assert rc_killed == -9
+  assert checkpoint.steps(str(killed)) == [7, 14]
+  assert not (killed / "final.json").exists()
+  assert [r["step"] for r in rh.read_rows(killed)] == [9, 18]  # 18: past the last checkpoint
+
+  rh.run(KILL_CONFIG, killed)  # same workdir: resumes from step 14
+
+  assert rh.without_timing(rh.read_final(full)) == rh.without_timing(rh.read_final(killed))
+  rows_full, rows_resumed = rh.read_rows(full), rh.read_rows(killed)
+  assert [r["step"] for r in rows_resumed] == [9, 18, 27]
+  assert [rh.without_timing(r) for r in rows_full] == [rh.without_timing(r) for r in rows_resumed]
+  for name in ("sample_weights.npz", "predictions.npz", "labels.npz"):
+    a, b = np.load(full / name), np.load(killed / name)
+    assert sorted(a) == sorted(b)
+    for k in a:
+      np.testing.assert_array_equal(a[k], b[k], err_msg=f"{name}:{k}")
+  assert (full / "method_state.msgpack").read_bytes() == \
+      (killed / "method_state.msgpack").read_bytes()
+  for name in ("config.json", "data.json"):
+    assert (full / name).read_text() == (killed / name).read_text()
+  assert checkpoint.steps(str(full)) == checkpoint.steps(str(killed)) == [21, 27]
+  a, b = checkpoint.load(str(full)), checkpoint.load(str(killed))
+  _assert_trees_equal(a["state"], b["state"])
+  _assert_trees_equal(a["loop"], b["loop"])
+  assert np.isfinite(a["state"]["model_state"]["batch_stats"]["BatchNorm_0"]["mean"]).all()
+
+
+def test_rerun_of_finished_run_changes_nothing_and_tensorboard(tmp_path):
+  config = digits.get_config("method=erm")
+  config.num_epochs, config.mlp_hidden, config.progress = 2, (32,), False
+  tensorboard = importlib.util.find_spec("tensorboardX") is not None  # an optional extra
+  config.tensorboard = tensorboard
+  workdir = str(tmp_path)
+  first = train.train_and_evaluate(config, workdir)
+  files = {n: open(os.path.join(workdir, n), "rb").read()
+           for n in ("sample_weights.npz", "predictions.npz", "metrics.jsonl",
+                     "method_state.msgpack")}
+  if tensorboard:
+    assert os.listdir(os.path.join(workdir, "tensorboard"))
+  config.tensorboard = False  # a runtime key: may change on resume
+  again = train.train_and_evaluate(config, workdir)
+  assert rh.without_timing(first) == rh.without_timing(again)
+  for n, content in files.items():
+    assert open(os.path.join(workdir, n), "rb").read() == content, n
+  assert checkpoint.steps(workdir)[-1] == first["steps"]
