@@ -42,6 +42,7 @@ def validate(config) -> None:
   _one_of(config, "lr_schedule", optim.LR_SCHEDULES)
   _one_of(config, "hypergrad", bilevel.HYPERGRADS)
   _one_of(config, "dtype", ("float32", "float64"))
+  _one_of(config, "bn_running_var", models.resnet_cifar.BN_RUNNING_VAR)
   _number(config, "noise_rate", 0.0, 1.0)
   _check(0.0 < config.imbalance_factor <= 1.0,
          f"imbalance_factor must be in (0, 1], got {config.imbalance_factor}")
