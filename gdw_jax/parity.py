@@ -93,6 +93,9 @@ def load_fixture(path: str) -> Fixture:
   if missing:
     raise FixtureError(f"{path}: not a parity fixture, missing {', '.join(missing[:4])}")
   hyper = {k: arrays[f"hyper/{k}"].item() for k in HYPER}
+  dtype = arrays["hyper/dtype"].item() if "hyper/dtype" in arrays else "float64"
+  if dtype != "float64":  # float32 rounding noise (~1e-3 in BN-coupled convs) hides real bugs
+    raise FixtureError(f"{path}: hyper/dtype is {dtype!r}; parity needs a float64 fixture")
   if hyper["mode"] not in MODES:
     raise FixtureError(f"{path}: unknown hyper/mode {hyper['mode']!r}; valid: {', '.join(MODES)}")
   fx = Fixture(path, hyper, group("init/"), group("after/"), group("vinit/"), group("vafter/"),

@@ -134,3 +134,8 @@ def test_inconsistent_fixture_is_rejected(tmp_path):
   np.savez(bad, **arrays)
   with pytest.raises(parity.FixtureError, match="unknown hyper/mode 'l2rw'"):
     parity.load_fixture(str(bad))
+  arrays["hyper/mode"] = np.array("gdw")
+  arrays["hyper/dtype"] = np.array("float32")
+  np.savez(bad, **arrays)
+  with pytest.raises(parity.FixtureError, match="parity needs a float64 fixture"):
+    parity.load_fixture(str(bad))

@@ -1,4 +1,4 @@
-"""ResNet-32 for CIFAR exactly as the official GDW / MW-Net ``resnet.py`` (He et al., 2016, "option A").
+"""ResNet-32 for CIFAR exactly as the official GDW / MW-Net ``resnet.py`` ("option A" shortcuts).
 
     conv3x3(3 -> 16) - BN - ReLU
     3 stages x 5 BasicBlocks, widths 16 / 32 / 64, stride 2 in the first block of stages 2 and 3
