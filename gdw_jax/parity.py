@@ -158,7 +158,7 @@ def _run(fx: Fixture, config) -> Dict[str, Any]:
   import jax.numpy as jnp
   from gdw_jax import interop, methods, models, optim, train, validation
 
-  config = config or make_config(fx)
+  config = make_config(fx) if config is None else config
   validation.validate(config)
   h = fx.hyper
   steps, num_classes = int(h["steps"]), int(h["num_classes"])
