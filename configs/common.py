@@ -57,6 +57,7 @@ def base_config() -> ml_collections.ConfigDict:
   # Faithful knobs of the official GDW code.
   c.prob_clamp = 0.999             # E = min(softmax, 0.999) - onehot (1.0: exact CE gradient)
   c.hypergrad = "autodiff"         # nested-grad reference
+  c.bn_running_var = "unbiased"    # resnet32 BN running var from the unbiased batch var (PyTorch)
   # Weighting net (MW-Net's VNet; also GDW's first stage).
   c.vnet = ml_collections.ConfigDict(dict(
       hidden=100, optimizer="adam", lr=1e-3, weight_decay=1e-4, momentum=0.0,

@@ -58,11 +58,13 @@ def create_train_state(rng, model: models.ModelFns, method: methods.Method,
 def make_train_step(model: models.ModelFns, method: methods.Method,
                     tx: optax.GradientTransformation, schedule: Callable, *,
                     hypergrad: str = "autodiff", norm_size: Optional[int] = None,
-                    augment: Optional[Callable] = None):
+                    augment: Optional[Callable] = None, return_cotangent: bool = False):
   """``train_step(state, batch, meta_batch) -> (state, metrics, weights)`` (pure; jit it).
 
   ``batch``: ``x``, ``y`` (labels seen), ``y_true`` (clean, for logging only);
   ``meta_batch``: ``x``, ``y`` or None. ``augment(rng, x) -> x`` runs on device if given.
+  ``return_cotangent``: also put the logit cotangent ``G`` ``[N, C]`` of the real update in
+  ``metrics['logit_cotangent']`` (for step-parity checks; not a scalar, so off in training).
   """
 
   def train_step(state: TrainState, batch, meta_batch):
@@ -100,6 +102,8 @@ def make_train_step(model: models.ModelFns, method: methods.Method,
         "lr": lr,
         **{k: v for k, v in aux.items() if jnp.ndim(v) == 0},
     }
+    if return_cotangent:
+      metrics["logit_cotangent"] = jax.lax.stop_gradient(cotangent).astype(logits.dtype)
     new_state = state.replace(step=state.step + 1, params=params, model_state=new_model_state,
                               opt_state=opt_state, method_state=method_state)
     return new_state, metrics, weights

@@ -119,6 +119,7 @@ def validate(config) -> None:
   _one_of(config, "dtype", ("float32", "float64"))
   for key in BOOL_KEYS:
     _bool(config, key)
+  _one_of(config, "bn_running_var", models.resnet_cifar.BN_RUNNING_VAR)
   _number(config, "noise_rate", 0.0, 1.0)
   _number(config, "imbalance_factor", 0.0, 1.0, lo_open=True)
   _number(config, "batch_size", 1, integer=True)

@@ -18,6 +18,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from gdw_jax.models.mlp import MLP, SmallCNN
+from gdw_jax.models.resnet_cifar import resnet32
 from gdw_jax.models.weight_nets import VNet
 
 
@@ -51,6 +52,7 @@ _MODELS: Dict[str, Callable[..., nn.Module]] = {
         num_classes, hidden=tuple(config.get("mlp_hidden", (256, 256))),
         batch_norm=bool(config.get("mlp_batch_norm", False)), dtype=dtype),
     "cnn": lambda num_classes, config, dtype: SmallCNN(num_classes, dtype=dtype),
+    "resnet32": resnet32,
 }
 
 
