@@ -17,8 +17,9 @@ from typing import Any, Callable, Dict, NamedTuple
 import flax.linen as nn
 import jax.numpy as jnp
 
+from gdw_jax.models.heads import HEADS, NormedLinear, classifier_head, head_kind
 from gdw_jax.models.mlp import MLP, SmallCNN
-from gdw_jax.models.weight_nets import VNet
+from gdw_jax.models.weight_nets import CMWNet, VNet
 
 
 class ModelFns(NamedTuple):
@@ -49,8 +50,10 @@ def functional(module: nn.Module) -> ModelFns:
 _MODELS: Dict[str, Callable[..., nn.Module]] = {
     "mlp": lambda num_classes, config, dtype: MLP(
         num_classes, hidden=tuple(config.get("mlp_hidden", (256, 256))),
-        batch_norm=bool(config.get("mlp_batch_norm", False)), dtype=dtype),
-    "cnn": lambda num_classes, config, dtype: SmallCNN(num_classes, dtype=dtype),
+        batch_norm=bool(config.get("mlp_batch_norm", False)), dtype=dtype,
+        head=head_kind(config)),
+    "cnn": lambda num_classes, config, dtype: SmallCNN(num_classes, dtype=dtype,
+                                                       head=head_kind(config)),
 }
 
 
@@ -69,4 +72,5 @@ def get(name: str, num_classes: int, config=None, dtype=jnp.float32) -> ModelFns
   return functional(_MODELS[name](num_classes, config or {}, dtype))
 
 
-__all__ = ["ModelFns", "functional", "get", "names", "register", "MLP", "SmallCNN", "VNet"]
+__all__ = ["ModelFns", "functional", "get", "names", "register", "MLP", "SmallCNN", "VNet",
+           "CMWNet", "NormedLinear", "classifier_head", "head_kind", "HEADS"]
