@@ -42,9 +42,10 @@ def create_train_state(rng, model: models.ModelFns, method: methods.Method,
                        tx: optax.GradientTransformation, sample_x) -> TrainState:
   model_rng, method_rng, state_rng = jax.random.split(rng, 3)
   params, model_state = model.init(model_rng, sample_x)
+  method_state = (method.init(method_rng, params, model_state) if method.init_takes_model
+                  else method.init(method_rng))
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=model_state,
-                    opt_state=tx.init(params), method_state=method.init(method_rng),
-                    rng=state_rng)
+                    opt_state=tx.init(params), method_state=method_state, rng=state_rng)
 
 
 def make_train_step(model: models.ModelFns, method: methods.Method,
@@ -53,7 +54,8 @@ def make_train_step(model: models.ModelFns, method: methods.Method,
                     augment: Optional[Callable] = None):
   """``train_step(state, batch, meta_batch) -> (state, metrics, weights)`` (pure; jit it).
 
-  ``batch``: ``x``, ``y`` (labels seen), ``y_true`` (clean, for logging only);
+  ``batch``: ``x``, ``y`` (labels seen), ``y_true`` (clean, for logging only), optionally
+  ``index`` (positions in the training set, for methods with per-sample memory);
   ``meta_batch``: ``x``, ``y`` or None. ``augment(rng, x) -> x`` runs on device if given.
   """
 
@@ -68,6 +70,10 @@ def make_train_step(model: models.ModelFns, method: methods.Method,
       x = augment(aug_rng, x)
       if meta_x is not None:
         meta_x = augment(meta_aug_rng, meta_x)
+    input_info = None
+    if method.transform_input is not None:  # e.g. mixup: the classifier sees x_in, not x
+      x, input_info = method.transform_input(state.method_state,
+                                             jax.random.fold_in(method_rng, 1), x, y, state.step)
     lr = schedule(state.step)
 
     def forward(params):
@@ -78,7 +84,7 @@ def make_train_step(model: models.ModelFns, method: methods.Method,
         apply_fn=model.apply, params=state.params, model_state=state.model_state, x=x,
         labels=y, logits=logits, lr=jnp.asarray(lr, logits.dtype), meta_x=meta_x,
         meta_y=meta_y, rng=method_rng, step=state.step, norm_size=norm_size,
-        hypergrad=hypergrad)
+        hypergrad=hypergrad, index=batch.get("index"), input_info=input_info)
     cotangent, method_state, aux = method.update(ctx, state.method_state)
     (grads,) = vjp_fn(jax.lax.stop_gradient(cotangent).astype(logits.dtype))
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -123,6 +129,27 @@ def make_eval_fn(model: models.ModelFns, batch_size: int):
   return evaluate
 
 
+def make_train_loss_fn(model: models.ModelFns, x, y, batch_size: int):
+  """``(params, model_state) -> [n]`` per-sample CE of ``(x, y)`` in eval mode (no augmentation)."""
+
+  @jax.jit
+  def ce(params, model_state, xb, yb):
+    return losses.cross_entropy(model.apply(params, model_state, xb, False)[0], yb)
+
+  def train_losses(params, model_state) -> np.ndarray:
+    out = []
+    for start in range(0, x.shape[0], batch_size):
+      xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+      pad = batch_size - xb.shape[0] if x.shape[0] > batch_size else 0
+      if pad:  # keep one compiled shape
+        xb = np.concatenate([xb, np.repeat(xb[-1:], pad, axis=0)])
+        yb = np.concatenate([yb, np.repeat(yb[-1:], pad, axis=0)])
+      out.append(np.asarray(ce(params, model_state, xb, yb))[:batch_size - pad])
+    return np.concatenate(out)
+
+  return train_losses
+
+
 def _write_json(path: str, obj) -> None:
   tmp = path + ".tmp"
   with open(tmp, "w") as f:
@@ -153,7 +180,10 @@ def setup(config):
                       f"({ds.num_train}) with drop_last")
   info = methods.DataInfo(ds.num_classes, ds.num_train, ds.class_counts, spe)
   model = models.get(config.model, ds.num_classes, config, dtype)
-  method = methods.get(config.method)(config, info)
+  try:  # e.g. a transfer file that is not a weighting net
+    method = methods.get(config.method)(config, info)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
   schedule = optim.lr_schedule(config, spe)
   tx = optim.classifier_optimizer(config, schedule)
   return ds, info, model, method, schedule, tx
@@ -176,8 +206,8 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
                        donate_argnums=0)
   evaluate = make_eval_fn(model, config.eval_batch_size)
 
-  n_meta = ds.y_meta.shape[0]
-  meta_bs = min(config.meta_batch_size or config.batch_size, n_meta) if n_meta else 0
+  train_losses = make_train_loss_fn(model, x_train, ds.y_train, config.eval_batch_size)
+  meta_xs, meta_ys = x_meta, ds.y_meta  # replaced per epoch if the method picks its meta set
   spe, epochs = info.steps_per_epoch, config.num_epochs
   metrics_path = os.path.join(workdir, "metrics.jsonl")
   open(metrics_path, "w").close()
@@ -187,14 +217,27 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   t0 = time.time()
   bar = tqdm(total=epochs * spe, disable=not config.progress, unit="step", dynamic_ncols=True)
   for epoch in range(epochs):
+    picked = None
+    if method.epoch_start is not None:
+      picked = method.epoch_start(methods.EpochContext(
+          epoch=epoch, seed=config.seed, labels=ds.y_train, class_counts=info.class_counts,
+          params=state.params, model_state=state.model_state, train_losses=train_losses),
+          state.method_state)
+      if picked is not None:
+        meta_xs, meta_ys = x_train[picked], ds.y_train[picked]
+    n_meta = meta_ys.shape[0]
+    meta_bs = min(config.meta_batch_size or config.batch_size, n_meta) if n_meta else 0
+    if method.uses_meta and not n_meta:
+      raise RuntimeError(f"method {method.name} needs a meta set but has none at epoch {epoch}")
     step_metrics, step_weights, step_idx = [], [], []
     for s in range(spe):
       idx = pipeline.train_batch_indices(ds.num_train, config.batch_size, config.seed, epoch, s)
-      batch = {"x": x_train[idx], "y": ds.y_train[idx], "y_true": ds.y_train_true[idx]}
+      batch = {"x": x_train[idx], "y": ds.y_train[idx], "y_true": ds.y_train_true[idx],
+               "index": idx}
       meta = None
       if method.uses_meta:
         midx = pipeline.meta_batch_indices(n_meta, meta_bs, config.seed, epoch, s)
-        meta = {"x": x_meta[midx], "y": ds.y_meta[midx]}
+        meta = {"x": meta_xs[midx], "y": meta_ys[midx]}
       state, m, w = train_step(state, batch, meta)
       step_metrics.append(m)
       step_weights.append(w)
@@ -224,6 +267,9 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
         "weight_noisy_mean": float(iw[noisy].mean()) if noisy.any() else None,
         "wall_time_s": time.time() - t0,
     })
+    if picked is not None:  # how clean the method's own meta set is (true labels: analysis only)
+      row["meta_set_size"] = int(len(picked))
+      row["meta_set_noisy_frac"] = float(ds.noise_mask[picked].mean()) if len(picked) else None
     history.append(row)
     with open(metrics_path, "a") as f:
       f.write(json.dumps(row) + "\n")
