@@ -3,13 +3,17 @@
     python -m gdw_jax.main --config=configs/digits.py --workdir=runs/digits
     python -m gdw_jax.main --config=configs/digits.py:method=mwnet,noise=flip,rate=0.3 --workdir=...
     python -m gdw_jax.main --config=configs/digits.py --config.method=erm --workdir=...
+    python -m gdw_jax.main --config=configs/digits.py:recipe=absgd_lt,noise=none,imbalance=0.1 ...
+
+Epoch switches of the long-tail methods (DRW, ABSGD's second stage, CMW-Net-SL's warm-up) are
+set for 60 epochs at the official fractions (160/200, 10/300).
 """
-from configs import common
+from configs import common, recipes
 
 
 def get_config(arg=None):
   a = common.parse_arg(arg, method="gdw", noise="uniform", rate=0.4, imbalance=1.0, model="mlp",
-                       seed=0)
+                       seed=0, recipe="")
   c = common.base_config()
   c.dataset = "digits"
   c.method = a["method"]
@@ -25,4 +29,9 @@ def get_config(arg=None):
   c.learning_rate = 0.1
   c.mlp_hidden = (256, 256)
   c.mlp_batch_norm = False
+  c.loss.drw_epoch = 48
+  c.absgd.start_epoch = 48
+  c.cmwnet_sl.warmup_epochs = 2
+  if a["recipe"]:
+    recipes.apply(c, a["recipe"])
   return c
