@@ -169,7 +169,7 @@ def make(config, info, dtype=None) -> Method:
   can_meta = not wnet.frozen
 
   def init(rng):
-    return {"net": wnet.init(rng), "meta_loss": jnp.zeros((), jnp.float32)}
+    return {"net": wnet.init(rng), "meta_loss": jnp.zeros((), dtype)}
 
   def update(ctx, state):
     b = base.logit_grad(ctx.logits, ctx.labels, ctx.step, None)
@@ -198,7 +198,7 @@ def make(config, info, dtype=None) -> Method:
       net = wnet.step(net, pullback(g)[0])
       w = weights(net["params"])
       return (b * real_coefficients(w, normalise, n), net,
-              meta_loss.astype(jnp.float32), w)
+              meta_loss.astype(dtype), w)
 
     branches = [warmup, reweight] + ([meta_then_reweight] if can_meta else [])
     idx = phase(ctx.step, spe, warmup_steps, meta_every, can_meta)

@@ -95,7 +95,7 @@ def make(config, info, dtype=None) -> Method:
   can_meta = not wnet.frozen
 
   def init(rng, params, model_state):
-    state = {"net": wnet.init(rng), "meta_loss": jnp.zeros((), jnp.float32),
+    state = {"net": wnet.init(rng), "meta_loss": jnp.zeros((), dtype),
              # copies: the train state is donated to the step, and must not alias the teacher
              "ema": jax.tree.map(lambda a: jnp.array(a, copy=True),
                                  {"params": params, "model_state": model_state})}
@@ -166,7 +166,7 @@ def make(config, info, dtype=None) -> Method:
       meta_loss, gw = bilevel.meta_gradient(ctx, cotangent, w0, meta_loss_fn=meta_fn)
       net = wnet.step(net, pullback(gw)[0])
       w = jax.lax.stop_gradient(weights(net["params"]))
-      return cotangent(w), net, meta_loss.astype(jnp.float32), w
+      return cotangent(w), net, meta_loss.astype(dtype), w
 
     branches = [warmup, reweight] + ([meta_then_reweight] if can_meta else [])
     idx = cmwnet.phase(step, spe, warmup_steps, meta_every, can_meta)
