@@ -50,6 +50,7 @@ def absgd_weights(loss, log_u, lam, gamma, ab_alpha, uniform_floor=False):
 
 
 def make(config, info) -> Method:
+  dtype = jnp.dtype(config.get("dtype", "float32"))
   g = config.absgd
   lam, init_lam = float(g.lam), float(g.init_lam)
   gamma, ab_alpha = float(g.gamma), float(g.ab_alpha)
@@ -59,7 +60,7 @@ def make(config, info) -> Method:
 
   def init(rng):
     del rng
-    return {"log_u": jnp.asarray(-jnp.inf, jnp.float32)}
+    return {"log_u": jnp.asarray(-jnp.inf, dtype)}
 
   def stage(lam_e, loss, log_u):
     """p and the new log u for one (static) lambda."""
@@ -75,17 +76,17 @@ def make(config, info) -> Method:
     p2, u2 = stage(lam, loss, log_u)
     late = jnp.asarray(ctx.step) >= start_step
     p = jnp.where(late, p2, p1)
-    new_log_u = jnp.where(late, u2, u1).astype(jnp.float32)
+    new_log_u = jnp.where(late, u2, u1).astype(dtype)
     n = loss.shape[0]
     aux = {"weights": (p * n)[:, None], "absgd_log_u": new_log_u, "absgd_weight_sum": jnp.sum(p),
            "absgd_lambda": jnp.where(late, lam, init_lam)}
     return b * p[:, None], {"log_u": new_log_u}, aux
 
   def weight_fn(state, loss, labels):
-    """``p B = exp(l/lambda - log u)`` of the second stage at the saved ``u``."""
+    """``p B = exp(l/lambda - log u)`` (+ 1 with the floor) of the second stage at the saved u."""
     del labels
     if lam >= UNIFORM_SENTINEL:
       return jnp.ones_like(loss)
-    return jnp.exp(loss / lam - state["log_u"])
+    return jnp.exp(loss / lam - state["log_u"]) + (1.0 if floor else 0.0)
 
   return Method("absgd", init, update, uses_meta=False, weight_fn=weight_fn)
