@@ -8,6 +8,7 @@ import pytest
 from configs import digits, recipes
 from experiments import digits_benchmark
 from gdw_jax import methods, train
+from gdw_jax.methods import transfer
 from gdw_jax.validation import ConfigError, validate
 
 ALL = ("erm", "focal", "cb", "ldam_drw", "l2rw", "mwnet", "cmwnet", "cmwnet_sl", "gdw", "absgd")
@@ -131,3 +132,19 @@ def test_benchmark_lists_methods_with_recipes(tmp_path, capsys):
   assert "| absgd@absgd_lt |" in capsys.readouterr().out
   assert digits_benchmark.main(["--methods", "nope"]) == 2
   assert digits_benchmark.main(["--methods", "absgd@nope"]) == 2
+
+
+def test_frozen_transfer_run_needs_no_meta_set(tmp_path):
+  # A net trained by one run, exported, then plugged frozen into CMW-Net-SL (as the official
+  # transfer experiments do), on data without a held-out meta set.
+  first = tmp_path / "first"
+  train.train_and_evaluate(tiny_config("cmwnet"), str(first))
+  net = str(tmp_path / "net.npz")
+  transfer.export_run(str(first / "method_state.msgpack"), net)
+  c = tiny_config("cmwnet_sl", meta_per_class=0)
+  c.cmwnet.transfer = net
+  final = train.train_and_evaluate(c, str(tmp_path / "second"))
+  rows = [json.loads(l) for l in open(tmp_path / "second" / "metrics.jsonl")]
+  assert np.isfinite(final["final_train_loss"]) and rows[1]["meta_step"] == 0.0
+  assert "meta_set_size" not in rows[1]
+  assert 0.0 < rows[1]["weight_mean"] < 1.0  # the transferred net's weights, not ones
