@@ -126,7 +126,8 @@ def main(argv=None) -> int:
       print(f"{method:>16} seed {seed}: last5 {final['last5_acc']:.2f} best {final['best_acc']:.2f}"
             f" ({final['wall_time_s']:.1f}s, noise {final['realised_noise_rate']:.3f})",
             file=sys.stderr, flush=True)
-  desc = "digits, " + (f"{args.noise} noise {args.rate}" if args.noise != "none" else "no noise") + (
+  noise = f"{args.noise} noise {args.rate}" if args.noise != "none" else "no noise"
+  desc = f"digits, {noise}" + (
       f", imbalance {args.imbalance} ({args.imbalance_type})" if args.imbalance < 1 else "")
   print(f"\n{desc}, {args.seeds} seed(s), {time.time() - t0:.0f}s total\n")
   print(table(results))

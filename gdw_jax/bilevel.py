@@ -58,7 +58,7 @@ class StepContext:
   step: Any = None              # global step before this update
   norm_size: Any = None         # the N in /N (the actual batch size unless configured)
   hypergrad: str = "autodiff"
-  index: Any = None             # positions of the batch in the training set, [N] (per-sample memory)
+  index: Any = None             # positions of the batch in the training set [N] (per-sample memory)
   input_info: Any = None        # what the method's ``transform_input`` returned (e.g. mixup lambda)
 
   @property

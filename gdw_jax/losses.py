@@ -81,7 +81,7 @@ def class_balanced_weights(class_counts, beta: float) -> np.ndarray:
 
 
 def ldam_margins(class_counts, max_m: float) -> np.ndarray:
-  """``m_j = max_m (n_min / n_j)^{1/4}`` (margins ``∝ n_j^{-1/4}``, the largest equal to max_m)."""
+  """``m_j = max_m (n_min / n_j)^{1/4}``: margins ``∝ n_j^{-1/4}``, the largest equal to max_m."""
   n = np.asarray(class_counts, np.float64)
   inv = np.where(n > 0, 1.0 / np.sqrt(np.sqrt(np.maximum(n, 1))), 0.0)
   return inv * (max_m / inv.max())
@@ -160,7 +160,7 @@ def make_base_loss(config, class_counts, steps_per_epoch: int,
   scale = float(s["ldam_s"]) if name == "ldam" else 1.0
   gamma = float(s["focal_gamma"])
   reduction = s["reduction"]
-  if reduction == "auto":  # LDAM-DRW code: F.cross_entropy(weight=) for CE/LDAM, plain mean for focal
+  if reduction == "auto":  # LDAM-DRW: F.cross_entropy(weight=) for CE/LDAM, plain mean for focal
     reduction = "mean" if name == "focal" else "weighted_mean"
 
   def class_weight(labels, step):

@@ -55,8 +55,8 @@ class EpochContext(NamedTuple):
   class_counts: np.ndarray    # their per-class counts
   params: Any                 # classifier parameters after the previous epoch
   model_state: Any            # and its BN statistics
-  train_losses: Callable[[Any, Any], np.ndarray]  # (params, model_state) -> per-sample CE [n]
-                                                  # of the whole training set, eval mode, no augmentation
+  # (params, model_state) -> per-sample CE [n] of the whole training set, eval mode, no augmentation
+  train_losses: Callable[[Any, Any], np.ndarray]
 
 
 class Method(NamedTuple):

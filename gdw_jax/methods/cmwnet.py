@@ -1,4 +1,4 @@
-"""CMW-Net: class-aware meta-weight-net (Shu et al., TPAMI 2023), ``../shared/specs/mwnet_cmwnet.md`` §4.
+"""CMW-Net: class-aware meta-weight-net (Shu et al., TPAMI 2023); spec: ``mwnet_cmwnet.md`` §4.
 
 Classes are grouped into task families by k-means (``cmwnet.num_families``, 3) on their
 training counts (by the labels the learner sees). The weighting net has a shared

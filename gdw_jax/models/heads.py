@@ -18,7 +18,7 @@ def _normalize(x, axis):
 
 
 class NormedLinear(nn.Module):
-  """Cosine classifier of LDAM-DRW: ``z_j = <x / ||x||, W_j / ||W_j||>`` in ``[-1, 1]`` (no bias)."""
+  """LDAM-DRW's cosine classifier: ``z_j = <x / ||x||, W_j / ||W_j||>`` in ``[-1, 1]``, no bias."""
   features: int
   dtype: jnp.dtype = jnp.float32
 
@@ -29,7 +29,7 @@ class NormedLinear(nn.Module):
 
 
 def head_kind(config) -> str:
-  """``config.classifier_head`` with ``auto`` resolved: cosine for LDAM (LDAM-DRW's ``use_norm``)."""
+  """``config.classifier_head``, ``auto`` resolved: cosine for LDAM (LDAM-DRW's ``use_norm``)."""
   from gdw_jax import losses  # local: losses does not depend on models
   kind = config.get("classifier_head", "auto") if config else "auto"
   if kind == "auto":
