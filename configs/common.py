@@ -24,9 +24,11 @@ def base_config() -> ml_collections.ConfigDict:
   """Every key the trainer reads, with the GDW paper's recipe where one exists."""
   c = ml_collections.ConfigDict()
   # What to run.
-  c.method = "gdw"                 # erm | mwnet | gdw (see gdw_jax.methods.names())
+  c.method = "gdw"                 # see gdw_jax.methods.names(): erm, focal, cb, ldam_drw, l2rw,
+                                   # mwnet, cmwnet, cmwnet_sl, gdw, absgd
   c.dataset = "digits"
   c.model = "mlp"
+  c.classifier_head = "auto"       # auto | linear | cosine (auto: cosine for LDAM, as LDAM-DRW)
   # Label noise / imbalance / meta set.
   c.noise_type = "uniform"         # none | uniform | flip | flip2
   c.noise_rate = 0.4
@@ -47,6 +49,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.lr_schedule = "cosine_epoch"   # cosine_epoch | constant | step_epoch
   c.lr_milestones = ()             # step_epoch only
   c.lr_decay = 0.1
+  c.lr_warmup_epochs = 0           # linear per-epoch warm-up lr*(e+1)/W for e < W (LDAM-DRW: 5)
   c.momentum = 0.9
   c.nesterov = False
   c.weight_decay = 5e-4
@@ -62,9 +65,58 @@ def base_config() -> ml_collections.ConfigDict:
   c.vnet = ml_collections.ConfigDict(dict(
       hidden=100, optimizer="adam", lr=1e-3, weight_decay=1e-4, momentum=0.0,
       nesterov=False, amsgrad=False))
-  c.mwnet = ml_collections.ConfigDict(dict(real_weights="updated"))  # or "initial"
+  # Base loss every method weights (docs/methods.md). The loss baselines focal / cb / ldam_drw
+  # force name / class_weights / drw; epochs below are the CIFAR recipes' (200 epochs).
+  c.loss = ml_collections.ConfigDict(dict(
+      name="ce",                   # ce | focal | ldam
+      class_weights="none",        # none | cb (effective number, normalised to sum C)
+      cb_beta=0.9999,
+      drw=False,                   # defer the class weights to drw_epoch (DRW)
+      drw_epoch=160,
+      reduction="auto",            # ERM only: auto (LDAM-DRW code) | mean | weighted_mean
+      focal_gamma=1.0,
+      ldam_max_m=0.5,
+      ldam_s=30.0))
+  c.mwnet = ml_collections.ConfigDict(dict(
+      real_weights="updated",      # or "initial"
+      normalise="mean",            # mean (MW-Net.py) | sum (WRN / imbalance scripts) | sum_detached
+      live_input=False))           # True: the imbalance script's undetached net input
   c.gdw = ml_collections.ConfigDict(dict(outer_lr=100.0, clip=0.2, weight_min=1e-6,
                                          weight_max=1e6))
+  # CMW-Net (and the shared net / families of CMW-Net-SL); the net's optimizer is config.vnet.
+  c.cmwnet = ml_collections.ConfigDict(dict(
+      num_families=3,
+      family_order="size",         # size (ascending centre) | kmeans (official, unordered) |
+                                   # official_heads (vnet_119.pth's head order)
+      kmeans_seed=0,
+      families=(),                 # explicit class -> family map (overrides k-means)
+      normalise="mean",            # mean | sum | sum_detached (long-tail script)
+      warmup_epochs=0,             # plain ERM epochs first (long-tail recipe: 160 of 200)
+      meta_every=1,
+      meta_source="clean",         # clean | train_balanced | small_loss
+      select_per_class=0,          # per-class size of an in-train meta set (0: smallest class)
+      transfer=""))                # weighting-net file (.npz / .pth): frozen, no meta step
+  c.cmwnet_sl = ml_collections.ConfigDict(dict(
+      ema_decay=0.997,
+      ema_freeze_epoch=0,          # > 0: EMA decay 1 from this epoch (cmwn.py asym: 150)
+      mixup_alpha=1.0,
+      meta_mixup=True,             # mixup CE as the meta loss (cmwn.py)
+      meta_mixup_alpha=1.0,
+      pseudo_momentum=0.0,         # 0: current EMA prediction (cmwn.py); 0.9: mwn.py memory
+      second_weight="own",         # own (mwn.py / ANIMAL) | permuted (cmwn.py's v[pi])
+      warmup_epochs=10,
+      meta_every=10,
+      meta_source="small_loss",
+      select_per_class=10))
+  # ABSGD (imbalance README recipe: lam 5, gamma 0.7, abAlpha 0.5, switch at 160 of 200; with
+  # loss.class_weights=cb, loss.drw=True, loss.drw_epoch=160 for its CB-in-stage-2).
+  c.absgd = ml_collections.ConfigDict(dict(
+      lam=5.0,                     # > 0 imbalance, < 0 label noise; >= 200 means plain mean
+      init_lam=200.0,              # stage-1 lambda (200: SGD pre-training)
+      start_epoch=160,
+      gamma=0.7,                   # moving-average rate of u
+      ab_alpha=0.5,
+      uniform_floor=False))        # + 1/B on every weight (the label-noise code)
   # Logging.
   c.progress = True                # progress bar with steps/s and ETA
   c.report = True                  # write report.md + figures/ at the end (gdw_jax.analysis)

@@ -2,9 +2,13 @@
 
     python -m experiments.digits_benchmark --noise uniform --rate 0.4 --seeds 3 \
         --methods erm,mwnet,gdw --json runs/bench.json
+    python -m experiments.digits_benchmark --noise none --imbalance 0.1 --seeds 3 \
+        --methods erm,cb,ldam_drw@ldam_drw,absgd@absgd_lt,mwnet,cmwnet@cmwnet_lt,gdw
 
+Every name in ``gdw_jax.methods.names()`` is a valid entry of ``--methods``; ``method@recipe``
+applies a published recipe from ``configs/recipes.py`` (after ``--epochs``, before ``--set``).
 Prints a markdown table (mean +- std over seeds of ``last5_acc`` = mean test accuracy of the
-last 5 epochs, and ``best_acc``) and writes ``{"<method>": {"last5_acc": [...], "best_acc": [...]}}``.
+last 5 epochs, and ``best_acc``) and writes ``{"<entry>": {"last5_acc": [...], "best_acc": [...]}}``.
 Extra ``--set key=value`` pairs override any config key for every run.
 """
 from __future__ import annotations
@@ -27,10 +31,18 @@ def _parse_value(text):
     return text
 
 
-def run_one(method: str, seed: int, args) -> dict:
-  from configs import digits
-  from gdw_jax import train
+def split_entry(entry: str):
+  """``"method@recipe"`` -> ``(method, recipe)``; a bare method has recipe None."""
+  method, _, recipe = entry.partition("@")
+  return method, recipe or None
 
+
+def run_one(entry: str, seed: int, args) -> dict:
+  from configs import digits, recipes
+  from gdw_jax import train
+  from gdw_jax.validation import ConfigError
+
+  method, recipe = split_entry(entry)
   config = digits.get_config()
   config.method = method
   config.seed = seed
@@ -42,6 +54,10 @@ def run_one(method: str, seed: int, args) -> dict:
   config.report = bool(args.workdir)  # reports only for kept workdirs
   if args.epochs:
     config.num_epochs = args.epochs
+  if recipe:
+    recipes.apply(config, recipe)
+    if config.method != method:
+      raise ConfigError(f"recipe {recipe} is for method {config.method}, not {method}")
   for item in args.set or []:
     key, value = item.split("=", 1)
     node = config
@@ -49,8 +65,9 @@ def run_one(method: str, seed: int, args) -> dict:
     for p in parents:
       node = node[p]
     node[leaf] = _parse_value(value)
-  workdir = os.path.join(args.workdir, f"{method}_seed{seed}") if args.workdir else \
-      tempfile.mkdtemp(prefix=f"digits_{method}_{seed}_")
+  name = entry.replace("@", "_")
+  workdir = os.path.join(args.workdir, f"{name}_seed{seed}") if args.workdir else \
+      tempfile.mkdtemp(prefix=f"digits_{name}_{seed}_")
   return train.train_and_evaluate(config, workdir)
 
 
@@ -78,12 +95,18 @@ def main(argv=None) -> int:
   p.add_argument("--set", action="append", help="extra config override key=value")
   args = p.parse_args(argv)
 
+  from configs import recipes
   from gdw_jax import methods
   from gdw_jax.validation import ConfigError
   chosen = [m for m in args.methods.split(",") if m]
-  unknown = [m for m in chosen if m not in methods.names()]
+  unknown = [m for m in chosen if split_entry(m)[0] not in methods.names()]
   if unknown or not chosen:
     print(f"error: unknown method(s) {unknown}; valid: {', '.join(methods.names())}",
+          file=sys.stderr)
+    return 2
+  bad = [m for m in chosen if split_entry(m)[1] not in (None, *recipes.names())]
+  if bad:
+    print(f"error: unknown recipe in {bad}; valid: {', '.join(recipes.names())}",
           file=sys.stderr)
     return 2
   if args.seeds < 1:
@@ -101,10 +124,11 @@ def main(argv=None) -> int:
         return 2
       for k in results[method]:
         results[method][k].append(final[k])
-      print(f"{method:>10} seed {seed}: last5 {final['last5_acc']:.2f} best {final['best_acc']:.2f}"
+      print(f"{method:>16} seed {seed}: last5 {final['last5_acc']:.2f} best {final['best_acc']:.2f}"
             f" ({final['wall_time_s']:.1f}s, noise {final['realised_noise_rate']:.3f})",
             file=sys.stderr, flush=True)
-  desc = f"digits, {args.noise} {args.rate}" + (
+  noise = f"{args.noise} noise {args.rate}" if args.noise != "none" else "no noise"
+  desc = f"digits, {noise}" + (
       f", imbalance {args.imbalance} ({args.imbalance_type})" if args.imbalance < 1 else "")
   print(f"\n{desc}, {args.seeds} seed(s), {time.time() - t0:.0f}s total\n")
   print(table(results))

@@ -16,6 +16,12 @@ Read top to bottom, one meta step is:
 4. Meta gradient ``dL_meta / dW``, which the method pulls back to its own parameters (e.g. a VJP
    through the weight net) or uses directly (GDW's class-level step, L2RW's weights).
 
+Methods whose virtual objective is not ``B * W / N`` pass what differs: ``norm`` (e.g. 1 for
+weights that are already normalised coefficients, MW-Net's sum-normalised loss), a callable
+``cotangent_fn(W)`` (affine in ``W``, e.g. CMW-Net-SL's mix of label and pseudo-label terms), and
+``meta_loss_fn(ctx, params)`` (e.g. mixup CE on the meta batch, or CE of scaled cosine logits).
+Any hypergradient route must honour these three.
+
 The ``autodiff`` route below is the reference: the virtual update is a differentiable function
 inside ``jax.value_and_grad`` over ``W`` (reverse over reverse). By the chain rule its result is
 
@@ -59,6 +65,8 @@ class StepContext:
   norm_size: Any = None         # the N in /N (the actual batch size unless configured)
   hypergrad: str = "autodiff"
   logits_vjp: Any = None        # VJP of theta -> logits from the step's own forward (optional)
+  index: Any = None             # positions of the batch in the training set [N] (per-sample memory)
+  input_info: Any = None        # what the method's ``transform_input`` returned (e.g. mixup lambda)
 
   @property
   def batch_size(self):
@@ -87,26 +95,46 @@ def meta_loss(ctx: StepContext, params):
   return jnp.mean(losses.cross_entropy(logits, ctx.meta_y))
 
 
-def meta_gradient(ctx: StepContext, base_grad, weights):
+def meta_loss_from(logit_loss: Callable[[Any, Any], Any]):
+  """``(ctx, params) -> logit_loss(f_params(meta_x), meta_y)`` (train-mode BN, stats discarded)."""
+
+  def fn(ctx: StepContext, params):
+    logits, _ = ctx.apply_fn(params, ctx.model_state, ctx.meta_x, True)
+    return logit_loss(logits, ctx.meta_y)
+
+  return fn
+
+
+def meta_gradient(ctx: StepContext, base_grad, weights, *, norm=None, meta_loss_fn=None):
   """``(L_meta(theta'(W)), dL_meta/dW)`` at ``W = weights``.
 
-  ``base_grad`` ``[N, C]`` is held constant (stop-gradient); ``weights`` is ``[N, 1]`` or
-  ``[N, C]`` and the returned gradient has its shape.
+  ``base_grad`` ``[N, C]`` is held constant (stop-gradient) and the virtual cotangent is
+  ``base_grad * W / norm`` (``norm`` defaults to the batch size ``N``); ``weights`` is ``[N, 1]``
+  or ``[N, C]`` and the returned gradient has its shape. ``base_grad`` may instead be a callable
+  ``W -> cotangent [N, C]`` (then ``norm`` is unused; e.g. a sum-normalised weighting).
+  ``meta_loss_fn(ctx, params) -> scalar`` replaces :func:`meta_loss`.
   """
-  base_grad = jax.lax.stop_gradient(base_grad)
-  n = ctx.batch_size
+  if callable(base_grad):
+    cotangent_fn = base_grad
+  else:
+    base_grad = jax.lax.stop_gradient(base_grad)
+    n = ctx.batch_size if norm is None else norm
 
-  def cotangent(w):
-    return base_grad * w / n
+    def cotangent_fn(w):
+      return base_grad * w / n
+
+  loss_fn = meta_loss if meta_loss_fn is None else meta_loss_fn
 
   if ctx.hypergrad == "autodiff":
-    return jax.value_and_grad(lambda w: meta_loss(ctx, virtual_params(ctx, cotangent(w))))(
+    return jax.value_and_grad(lambda w: loss_fn(ctx, virtual_params(ctx, cotangent_fn(w))))(
         weights)
   if ctx.hypergrad == "jvp":
-    cot, pullback = jax.vjp(cotangent, weights)
+    # theta' is linear in the cotangent, so dL/dcot = -lr * J grad L_meta(theta') exactly; the
+    # pullback through cotangent_fn (which may be nonlinear in W, e.g. sum-normalised) is a VJP.
+    cot, pullback = jax.vjp(cotangent_fn, weights)
     theta_v = virtual_params(ctx, cot, reuse_vjp=True)
-    loss, grad_meta = jax.value_and_grad(lambda p: meta_loss(ctx, p))(theta_v)
+    loss, grad_meta = jax.value_and_grad(lambda p: loss_fn(ctx, p))(theta_v)
     _, jz = jax.jvp(lambda p: train_logits(ctx, p), (ctx.params,), (grad_meta,))
-    (dw,) = pullback(-ctx.lr.astype(jz.dtype) * jz)   # dL/dcot = -lr * J grad L_meta
+    (dw,) = pullback(-ctx.lr.astype(jz.dtype) * jz)
     return loss, dw
   raise ValueError(f"unknown hypergrad {ctx.hypergrad!r}; valid: {', '.join(HYPERGRADS)}")

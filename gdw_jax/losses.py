@@ -2,13 +2,31 @@
 
 Every method's real update is a VJP of the logits with a cotangent ``G`` of shape ``[N, C]``;
 for cross-entropy ``dCE_i / dz_i = softmax(z_i) - onehot(y_i)`` (the "label-wise error" E).
+
+The *base loss* (:func:`make_base_loss`) is the per-sample loss every method weights: plain CE,
+focal, or LDAM, optionally times a class-balanced weight ``w_{y_i}`` that can be deferred (DRW).
+Its logit gradient always has the form ``B_i = c_i (q_i - onehot(y_i))`` with ``c_i > 0`` and
+``q_i`` a probability vector (``softmax`` of the effective logits), which is what GDW's zero-mean
+constraint needs (``../shared/specs/absgd_and_imbalance_losses.md`` §2).
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+LOSS_NAMES = ("ce", "focal", "ldam")
+CLASS_WEIGHTS = ("none", "cb")
+REDUCTIONS = ("auto", "mean", "weighted_mean")
+
+# Loss baselines are ERM with a loss / schedule; their names imply these settings of config.loss.
+METHOD_LOSS_OVERRIDES = {
+    "focal": {"name": "focal"},
+    "cb": {"class_weights": "cb"},
+    "ldam_drw": {"name": "ldam", "class_weights": "cb", "drw": True},
+}
 
 
 def cross_entropy(logits, labels):
@@ -42,3 +60,142 @@ def ce_logit_grad(logits, labels, prob_clamp: Optional[float] = None):
 
 def accuracy(logits, labels):
   return jnp.mean(jnp.argmax(logits, -1) == labels)
+
+
+# --------------------------------------------------------------------------------------------
+# Imbalance losses (Cui et al. 2019; Cao et al. 2019; Lin et al. 2017).
+
+
+def class_balanced_weights(class_counts, beta: float) -> np.ndarray:
+  """``w_j = (1 - beta) / (1 - beta^{n_j})`` (inverse effective number), normalised to sum ``C``.
+
+  ``beta = 0`` gives all ones; ``beta -> 1`` approaches inverse frequency. A class with no
+  training sample gets weight 0 (it never appears as a label).
+  """
+  n = np.asarray(class_counts, np.float64)
+  if beta == 0.0:
+    return np.ones_like(n)
+  eff = (1.0 - np.power(beta, n)) / (1.0 - beta)
+  w = np.where(n > 0, 1.0 / np.where(n > 0, eff, 1.0), 0.0)
+  return w / w.sum() * len(n)
+
+
+def ldam_margins(class_counts, max_m: float) -> np.ndarray:
+  """``m_j = max_m (n_min / n_j)^{1/4}``: margins ``∝ n_j^{-1/4}``, the largest equal to max_m."""
+  n = np.asarray(class_counts, np.float64)
+  inv = np.where(n > 0, 1.0 / np.sqrt(np.sqrt(np.maximum(n, 1))), 0.0)
+  return inv * (max_m / inv.max())
+
+
+def focal_from_ce(ce, gamma: float):
+  """LDAM-DRW's focal loss on per-sample (possibly class-weighted) CE: ``(1 - e^{-ce})^g ce``.
+
+  The modulating factor is differentiated too (``p = exp(-ce)`` is not detached in the code).
+  """
+  return (1.0 - jnp.exp(-ce)) ** gamma * ce
+
+
+def ldam_logits(logits, labels, margins, scale: float):
+  """``s (z - m_y onehot(y))``: only the true-class (cosine) logit is shifted."""
+  onehot = jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)
+  return scale * (logits - jnp.asarray(margins, logits.dtype)[labels][:, None] * onehot)
+
+
+# --------------------------------------------------------------------------------------------
+# The base loss a method weights.
+
+
+class BaseLoss(NamedTuple):
+  """The per-sample loss every method weights, as pure functions of (logits, labels, step).
+
+  * ``per_sample(z, y, step) -> [N]``: ``l_i`` (class weight, margin, focal factor included).
+  * ``logit_grad(z, y, step, prob_clamp=None) -> [N, C]``: ``dl_i/dz_i``, detached. For plain CE
+    this is ``w_y (min(softmax, clamp) - onehot)`` (the official GDW / MW-Net ``E``).
+  * ``probs(z, y) -> [N, C]``: the ``q`` in ``logit_grad = c (q - onehot)`` (clamped like
+    ``logit_grad`` when asked).
+  * ``class_weight(y, step) -> [N]``: ``w_{y_i}`` in force at ``step`` (ones without weights).
+  * ``normaliser(y, step)``: ERM's divisor, ``N`` (mean) or ``sum_i w_{y_i}`` (PyTorch ``weight=``).
+  * ``meta_loss(z, y) -> scalar``: the unweighted meta objective, mean CE of ``logit_scale * z``.
+  """
+  name: str
+  per_sample: Callable[..., Any]
+  logit_grad: Callable[..., Any]
+  probs: Callable[..., Any]
+  class_weight: Callable[..., Any]
+  normaliser: Callable[..., Any]
+  meta_loss: Callable[..., Any]
+  logit_scale: float
+  settings: dict
+
+
+def loss_settings(config, method: Optional[str] = None) -> dict:
+  """``config.loss`` with the overrides implied by the method name (e.g. ``ldam_drw``)."""
+  group = config.get("loss", None)
+  out = dict(name="ce", class_weights="none", cb_beta=0.9999, drw=False, drw_epoch=160,
+             reduction="auto", focal_gamma=1.0, ldam_max_m=0.5, ldam_s=30.0)
+  if group is not None:
+    out.update({k: group[k] for k in group.keys()})
+  out.update(METHOD_LOSS_OVERRIDES.get(method or config.get("method", ""), {}))
+  return out
+
+
+def make_base_loss(config, class_counts, steps_per_epoch: int,
+                   method: Optional[str] = None) -> BaseLoss:
+  """Build the base loss of ``config.loss`` (+ the method's implied settings).
+
+  Class-balanced weights use the (noisy) training counts; with ``drw`` they switch on at epoch
+  ``drw_epoch`` (``epoch = step // steps_per_epoch``), before that every weight is 1.
+  """
+  s = loss_settings(config, method)
+  name = s["name"]
+  if name not in LOSS_NAMES:
+    raise ValueError(f"unknown loss.name {name!r}; valid: {', '.join(LOSS_NAMES)}")
+  num_classes = len(class_counts)
+  if s["class_weights"] == "cb":
+    cw = class_balanced_weights(class_counts, float(s["cb_beta"]))
+  else:
+    cw = np.ones(num_classes)
+  defer_steps = int(s["drw_epoch"]) * int(steps_per_epoch) if s["drw"] else 0
+  margins = ldam_margins(class_counts, float(s["ldam_max_m"])) if name == "ldam" else None
+  scale = float(s["ldam_s"]) if name == "ldam" else 1.0
+  gamma = float(s["focal_gamma"])
+  reduction = s["reduction"]
+  if reduction == "auto":  # LDAM-DRW: F.cross_entropy(weight=) for CE/LDAM, plain mean for focal
+    reduction = "mean" if name == "focal" else "weighted_mean"
+
+  def class_weight(labels, step):
+    w = jnp.asarray(cw, jnp.float32)[labels]
+    if defer_steps:
+      w = jnp.where(jnp.asarray(step) >= defer_steps, w, jnp.ones_like(w))
+    return w
+
+  def effective_logits(logits, labels):
+    return ldam_logits(logits, labels, margins, scale) if name == "ldam" else logits
+
+  def per_sample(logits, labels, step):
+    w = class_weight(labels, step).astype(logits.dtype)
+    ce = cross_entropy(effective_logits(logits, labels), labels) * w
+    return focal_from_ce(ce, gamma) if name == "focal" else ce
+
+  def probs(logits, labels, prob_clamp=None):
+    z = jax.lax.stop_gradient(effective_logits(logits, labels))
+    return clamped_probs(z, prob_clamp if name == "ce" else None)
+
+  def logit_grad(logits, labels, step, prob_clamp=None):
+    logits = jax.lax.stop_gradient(logits)
+    if name == "ce":  # keeps the official clamped E exactly
+      w = class_weight(labels, step).astype(logits.dtype)
+      return ce_logit_grad(logits, labels, prob_clamp) * w[:, None]
+    _, vjp = jax.vjp(lambda z: per_sample(z, labels, step), logits)
+    return vjp(jnp.ones(labels.shape, logits.dtype))[0]
+
+  def normaliser(labels, step):
+    if reduction == "weighted_mean":
+      return jnp.sum(class_weight(labels, step))
+    return jnp.asarray(labels.shape[0], jnp.float32)
+
+  def meta_loss(logits, labels):
+    return jnp.mean(cross_entropy(scale * logits if scale != 1.0 else logits, labels))
+
+  return BaseLoss(name, per_sample, logit_grad, probs, class_weight, normaliser, meta_loss,
+                  scale, dict(s, reduction=reduction))

@@ -52,6 +52,7 @@ class Recorder:
     self.count = np.zeros((), np.float64)                           # sum_s n_s
     self.history: List[Dict[str, Any]] = []
     self.elapsed_before = 0.0    # wall seconds of earlier sessions (resume)
+    self.meta_picked = None      # training positions of a method-picked meta set, this epoch
     self._pending = []           # (epoch, idx, metrics, weights) not yet on the host
 
   def add(self, epoch: int, idx: np.ndarray, metrics, weights) -> None:
@@ -101,7 +102,9 @@ class Recorder:
       raise RuntimeError("flush() before state_dict()")
     arrays = {"instance_weight": self.instance_w, "epoch_weights": self.epoch_w,
               "metric_sums": self.sums, "metric_count": self.count}
-    return arrays, {"history": self.history, "elapsed": elapsed, "metric_names": self.names}
+    picked = None if self.meta_picked is None else np.asarray(self.meta_picked).tolist()
+    return arrays, {"history": self.history, "elapsed": elapsed, "metric_names": self.names,
+                    "meta_picked": picked}
 
   def load_state_dict(self, arrays, meta) -> None:
     if list(meta["metric_names"]) != self.names:
@@ -112,6 +115,8 @@ class Recorder:
     self.count = np.array(arrays["metric_count"], np.float64)
     self.history = list(meta["history"])
     self.elapsed_before = float(meta["elapsed"])
+    picked = meta.get("meta_picked")
+    self.meta_picked = None if picked is None else np.asarray(picked, np.int64)
 
 
 class Writer:

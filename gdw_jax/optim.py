@@ -20,7 +20,8 @@ def lr_schedule(config, steps_per_epoch: int):
   """Learning rate as a function of the global step (constant within an epoch).
 
   ``cosine_epoch`` (GDW): ``lr_e = lr (1 + cos(pi e / T)) / 2`` with ``e`` the 0-based epoch and
-  ``T = num_epochs``. ``step_epoch``: ``lr * lr_decay ** (#milestones <= e)``.
+  ``T = num_epochs``. ``step_epoch``: ``lr * lr_decay ** (#milestones <= e)``. With
+  ``lr_warmup_epochs = W > 0`` every schedule is multiplied by ``min(1, (e + 1) / W)``.
   """
   base = float(config.learning_rate)
   total = int(config.num_epochs)
@@ -30,14 +31,20 @@ def lr_schedule(config, steps_per_epoch: int):
     return jnp.floor_divide(step, steps_per_epoch)
 
   if kind == "cosine_epoch":
-    return lambda step: base * 0.5 * (1.0 + jnp.cos(math.pi * epoch_of(step) / total))
-  if kind == "constant":
-    return lambda step: base * jnp.ones_like(step, dtype=jnp.float32)
-  if kind == "step_epoch":
+    sched = lambda step: base * 0.5 * (1.0 + jnp.cos(math.pi * epoch_of(step) / total))
+  elif kind == "constant":
+    sched = lambda step: base * jnp.ones_like(step, dtype=jnp.float32)
+  elif kind == "step_epoch":
     milestones = jnp.asarray(tuple(config.lr_milestones) or (total + 1,))
     decay = float(config.lr_decay)
-    return lambda step: base * decay ** jnp.sum(epoch_of(step) >= milestones)
-  raise ValueError(f"unknown lr_schedule {kind!r}; valid: {', '.join(LR_SCHEDULES)}")
+    sched = lambda step: base * decay ** jnp.sum(epoch_of(step) >= milestones)
+  else:
+    raise ValueError(f"unknown lr_schedule {kind!r}; valid: {', '.join(LR_SCHEDULES)}")
+  warmup = int(config.get("lr_warmup_epochs", 0) or 0)
+  if not warmup:
+    return sched
+  # LDAM-DRW: ``if epoch <= 5: lr = lr * epoch / 5`` with the 1-based epoch.
+  return lambda step: sched(step) * jnp.minimum(1.0, (epoch_of(step) + 1) / warmup)
 
 
 def make(name: str, learning_rate, *, weight_decay: float = 0.0, momentum: float = 0.0,

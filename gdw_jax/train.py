@@ -50,9 +50,10 @@ def create_train_state(rng, model: models.ModelFns, method: methods.Method,
                        tx: optax.GradientTransformation, sample_x) -> TrainState:
   model_rng, method_rng, state_rng = jax.random.split(rng, 3)
   params, model_state = model.init(model_rng, sample_x)
+  method_state = (method.init(method_rng, params, model_state) if method.init_takes_model
+                  else method.init(method_rng))
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=model_state,
-                    opt_state=tx.init(params), method_state=method.init(method_rng),
-                    rng=state_rng)
+                    opt_state=tx.init(params), method_state=method_state, rng=state_rng)
 
 
 def make_train_step(model: models.ModelFns, method: methods.Method,
@@ -61,7 +62,8 @@ def make_train_step(model: models.ModelFns, method: methods.Method,
                     augment: Optional[Callable] = None, return_cotangent: bool = False):
   """``train_step(state, batch, meta_batch) -> (state, metrics, weights)`` (pure; jit it).
 
-  ``batch``: ``x``, ``y`` (labels seen), ``y_true`` (clean, for logging only);
+  ``batch``: ``x``, ``y`` (labels seen), ``y_true`` (clean, for logging only), optionally
+  ``index`` (positions in the training set, for methods with per-sample memory);
   ``meta_batch``: ``x``, ``y`` or None. ``augment(rng, x) -> x`` runs on device if given.
   ``return_cotangent``: also put the logit cotangent ``G`` ``[N, C]`` of the real update in
   ``metrics['logit_cotangent']`` (for step-parity checks; not a scalar, so off in training).
@@ -78,6 +80,10 @@ def make_train_step(model: models.ModelFns, method: methods.Method,
       x = augment(aug_rng, x)
       if meta_x is not None:
         meta_x = augment(meta_aug_rng, meta_x)
+    input_info = None
+    if method.transform_input is not None:  # e.g. mixup: the classifier sees x_in, not x
+      x, input_info = method.transform_input(state.method_state,
+                                             jax.random.fold_in(method_rng, 1), x, y, state.step)
     lr = schedule(state.step)
 
     def forward(params):
@@ -88,7 +94,8 @@ def make_train_step(model: models.ModelFns, method: methods.Method,
         apply_fn=model.apply, params=state.params, model_state=state.model_state, x=x,
         labels=y, logits=logits, lr=jnp.asarray(lr, logits.dtype), meta_x=meta_x,
         meta_y=meta_y, rng=method_rng, step=state.step, norm_size=norm_size,
-        hypergrad=hypergrad, logits_vjp=vjp_fn)
+        hypergrad=hypergrad, logits_vjp=vjp_fn, index=batch.get("index"),
+        input_info=input_info)
     cotangent, method_state, aux = method.update(ctx, state.method_state)
     (grads,) = vjp_fn(jax.lax.stop_gradient(cotangent).astype(logits.dtype))
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -144,7 +151,8 @@ def make_eval_fn(model: models.ModelFns, batch_size: int, mesh=None,
       ces.append(ce[:len(idx)])
     preds = np.concatenate(preds)
     loss = float(np.sum(np.concatenate(ces), dtype=np.float64)) / n
-    return {"acc": 100.0 * float(np.mean(preds == y)), "loss": loss, "pred": preds}
+    return {"acc": 100.0 * float(np.mean(preds == y)), "loss": loss, "pred": preds,
+            "ce": np.concatenate(ces)}
 
   return evaluate
 
@@ -218,7 +226,10 @@ def setup(config):
   spe = pipeline.steps_per_epoch(ds.num_train, config.batch_size, config.drop_last)
   info = methods.DataInfo(ds.num_classes, ds.num_train, ds.class_counts, spe)
   model = models.get(config.model, ds.num_classes, config, dtype)
-  method = methods.get(config.method)(config, info)
+  try:  # e.g. a transfer file that is not a weighting net
+    method = methods.get(config.method)(config, info)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
   validation.validate_method(config, method, int(ds.y_meta.shape[0]))
   schedule = optim.lr_schedule(config, spe)
   tx = optim.classifier_optimizer(config, schedule)
@@ -247,8 +258,9 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   # uint8 images stay uint8 on the host; the dataset's augment / preprocess convert on device.
   x_train, x_meta, x_test = (x if x.dtype == np.uint8 else x.astype(dtype)
                              for x in (ds.x_train, ds.x_meta, ds.x_test))
-  train_arrays = {"x": x_train, "y": ds.y_train, "y_true": ds.y_train_true}
-  meta_arrays = {"x": x_meta, "y": ds.y_meta}
+  train_arrays = {"x": x_train, "y": ds.y_train, "y_true": ds.y_train_true,
+                  "index": np.arange(ds.num_train, dtype=np.int32)}
+  held_out_meta = {"x": x_meta, "y": ds.y_meta}
   sample_x = ds.preprocess(x_train[:2]) if ds.preprocess else x_train[:2]
   state = create_train_state(jax.random.PRNGKey(config.seed), model, method, tx, sample_x)
   state = parallel.put_replicated(jax.device_get(state), mesh)
@@ -257,11 +269,28 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
       out_shardings=parallel.replicated(mesh), donate_argnums=0)
   evaluate = make_eval_fn(model, config.eval_batch_size, mesh, ds.preprocess)
 
-  n_meta = ds.y_meta.shape[0]
-  meta_bs = min(config.meta_batch_size or config.batch_size, n_meta) if n_meta else 0
   spe, epochs = info.steps_per_epoch, config.num_epochs
   total = epochs * spe
   batch_sharding = parallel.batch_sharding(mesh)
+  meta_set = {}  # the current meta set: held out, or training positions the method picked
+
+  def use_meta_set(picked) -> None:
+    arrays = held_out_meta if picked is None else {"x": x_train[picked], "y": ds.y_train[picked]}
+    n = arrays["y"].shape[0]
+    if method.uses_meta and not n:
+      raise RuntimeError(f"method {method.name} needs a meta set but has none")
+    meta_set.update(picked=picked, arrays=arrays, n=n,
+                    bs=min(config.meta_batch_size or config.batch_size, n) if n else 0)
+
+  def pick_meta_set(epoch: int, state) -> None:
+    """``method.epoch_start`` (e.g. CMW-Net's per-epoch balanced or small-loss meta set)."""
+    if method.epoch_start is None:
+      return
+    ectx = methods.EpochContext(
+        epoch=epoch, seed=config.seed, labels=ds.y_train, class_counts=info.class_counts,
+        params=state.params, model_state=state.model_state,
+        train_losses=lambda p, ms: evaluate(p, ms, x_train, ds.y_train)["ce"])
+    use_meta_set(method.epoch_start(ectx, state.method_state))
 
   def batches(epoch: int, s: int):
     """The step's global batches (the data position is a pure function of epoch and step)."""
@@ -269,10 +298,14 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
     batch = parallel.global_rows(train_arrays, idx, batch_sharding)
     meta = None
     if method.uses_meta:
-      midx = pipeline.meta_batch_indices(n_meta, meta_bs, config.seed, epoch, s)
-      meta = parallel.global_rows(meta_arrays, midx, mesh=mesh)
+      midx = pipeline.meta_batch_indices(meta_set["n"], meta_set["bs"], config.seed, epoch, s)
+      meta = parallel.global_rows(meta_set["arrays"], midx, mesh=mesh)
     return idx, batch, meta
 
+  if method.uses_meta and not held_out_meta["y"].shape[0]:
+    pick_meta_set(0, state)  # shapes for the probe below; recomputed when epoch 0 starts
+  else:
+    use_meta_set(None)
   _, probe_batch, probe_meta = batches(0, 0)
   shapes = jax.eval_shape(step_fn, state, probe_batch, probe_meta)
   recorder = metrics.Recorder(sorted(shapes[1]), epochs, ds.y_train, ds.noise_mask,
@@ -286,6 +319,8 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
     state, loop_arrays, loop_meta = ckpt.restore(state, loop_target)
     recorder.load_state_dict(loop_arrays, loop_meta)
     start = int(state.step)
+    if recorder.meta_picked is not None:  # mid-epoch: the meta set that epoch started with
+      use_meta_set(recorder.meta_picked)
   guard = _FiniteGuard(spe, ckpt.dir if ckpt else None)
   guard.last_saved = start if start else None
   writer = metrics.Writer(workdir, recorder.history, bool(config.get("tensorboard", False)),
@@ -316,6 +351,8 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
       if s == 0:
         recorder.start_epoch()
         t_epoch = time.time()
+        pick_meta_set(epoch, state)
+        recorder.meta_picked = meta_set["picked"]
       idx, batch, meta = batches(epoch, s)
       state, m, w, finite = step_fn(state, batch, meta)
       guard.push(step, finite)
@@ -329,10 +366,13 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
       done, test_acc = step + 1, None
       if s == spe - 1:  # epoch end
         guard.check()
-        # (a per-epoch method hook would update state.method_state here, before the save)
         test = evaluate(state.params, state.model_state, x_test, ds.y_test)
         now = time.time()
         row = recorder.end_epoch(epoch, done, test, elapsed(), now - t_epoch, spe)
+        if meta_set["picked"] is not None:  # how clean the method's own meta set is (analysis)
+          picked = meta_set["picked"]
+          row["meta_set_size"] = int(len(picked))
+          row["meta_set_noisy_frac"] = float(ds.noise_mask[picked].mean()) if len(picked) else None
         writer.write(row)
         bar.set_postfix(epoch=f"{epoch + 1}/{epochs}", loss=f"{row['train_loss']:.3f}",
                         test_acc=f"{row['test_acc']:.2f}")

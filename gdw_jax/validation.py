@@ -19,13 +19,20 @@ import json
 import numbers
 import os
 
-from gdw_jax import bilevel, data, methods, models, optim
+from gdw_jax import bilevel, data, losses, methods, models, optim
+from gdw_jax.methods.cmwnet import FAMILY_ORDERS, META_SOURCES
+from gdw_jax.methods.cmwnet_sl import SECOND_WEIGHTS
+from gdw_jax.methods.weight_net import NORMALISE
 
 # Option groups each built-in method reads. A group changed from its default while the chosen
 # method ignores it is almost always a mistake (e.g. a weight-net option on erm). Methods not
 # listed here are not checked.
-METHOD_GROUPS = {"erm": (), "mwnet": ("vnet", "mwnet"), "gdw": ("vnet", "gdw")}
-OPTION_GROUPS = ("vnet", "mwnet", "gdw")
+METHOD_GROUPS = {
+    "erm": (), "focal": (), "cb": (), "ldam_drw": (), "l2rw": (), "absgd": ("absgd",),
+    "mwnet": ("vnet", "mwnet"), "gdw": ("vnet", "gdw"), "cmwnet": ("vnet", "cmwnet"),
+    "cmwnet_sl": ("vnet", "cmwnet", "cmwnet_sl"),
+}
+OPTION_GROUPS = ("vnet", "mwnet", "gdw", "cmwnet", "cmwnet_sl", "absgd")
 
 # Keys that change how a run executes, not what it computes: they may differ when a workdir is
 # resumed. (num_devices changes float summation order only: a resume on another device count
@@ -56,6 +63,12 @@ def _one_of(config, key, valid, prefix="") -> None:
   _present(config, key)
   value = config.get(key)
   _check(value in valid, f"unknown {prefix}{key} {value!r}; valid: {', '.join(map(str, valid))}")
+
+
+def _flag(config, key, prefix="") -> None:
+  _present(config, key)
+  value = config.get(key)
+  _check(isinstance(value, bool), f"{prefix}{key} must be True or False, got {value!r}")
 
 
 def _number(config, key, lo=None, hi=None, lo_open=False, hi_open=False, integer=False,
@@ -140,15 +153,30 @@ def validate(config) -> None:
     _check(all(isinstance(m, numbers.Integral) and not isinstance(m, bool) and m > 0 for m in ms)
            and list(ms) == sorted(set(ms)),
            f"lr_milestones must be increasing positive epoch numbers, got {ms}")
-  if config.method in ("mwnet", "gdw"):
+  _one_of(config, "classifier_head", models.HEADS)
+  _number(config, "lr_warmup_epochs", 0, integer=True)
+  _validate_loss(config)
+  needs_net = config.method in ("mwnet", "gdw")
+  needs_meta = config.method in ("mwnet", "gdw", "l2rw")
+  if config.method in ("cmwnet", "cmwnet_sl"):
+    group = _validate_cmwnet(config)
+    frozen = bool(config.cmwnet.transfer)
+    needs_net = not frozen
+    needs_meta = not frozen and group.meta_source == "clean"
+  if needs_meta:
     _check(config.meta_per_class >= 1,
            f"method {config.method} needs a meta set: meta_per_class must be >= 1")
+  if needs_net:
     _one_of(config.vnet, "optimizer", optim.OPTIMIZERS, "vnet.")
     _number(config.vnet, "lr", 0.0, prefix="vnet.")
     _number(config.vnet, "weight_decay", 0.0, prefix="vnet.")
     _number(config.vnet, "hidden", 1, integer=True, prefix="vnet.")
   if config.method == "mwnet":
     _one_of(config.mwnet, "real_weights", ("updated", "initial"), "mwnet.")
+    _one_of(config.mwnet, "normalise", NORMALISE, "mwnet.")
+    _flag(config.mwnet, "live_input", "mwnet.")
+  if config.method == "absgd":
+    _validate_absgd(config)
   if config.method == "gdw":
     _check(config.prob_clamp < 1.0, "gdw needs prob_clamp < 1 (the constraint divides by 1 - p_y)")
     _number(config.gdw, "outer_lr", 0.0, prefix="gdw.")
@@ -157,6 +185,80 @@ def validate(config) -> None:
            "gdw.weight_min must be > 0 and <= gdw.weight_max")
   _check_unused_groups(config)
   _validate_run_options(config)
+
+
+def _epoch_switch(config, key, value) -> None:
+  _check(value < config.num_epochs,
+         f"{key} = {value} is not before the last epoch (num_epochs = {config.num_epochs}): "
+         "that stage would never run")
+
+
+def _validate_loss(config) -> None:
+  """``config.loss`` as the method sees it (the loss baselines force some of its keys)."""
+  s = losses.loss_settings(config)
+  p = "loss."
+  _one_of(s, "name", losses.LOSS_NAMES, p)
+  _one_of(s, "class_weights", losses.CLASS_WEIGHTS, p)
+  _one_of(s, "reduction", losses.REDUCTIONS, p)
+  _number(s, "cb_beta", 0.0, 1.0, hi_open=True, prefix=p)
+  _flag(s, "drw", p)
+  _number(s, "drw_epoch", 0, integer=True, prefix=p)
+  _number(s, "focal_gamma", 0.0, prefix=p)
+  _number(s, "ldam_max_m", 0.0, lo_open=True, prefix=p)
+  _number(s, "ldam_s", 0.0, lo_open=True, prefix=p)
+  if s["drw"]:
+    _check(s["class_weights"] != "none", "loss.drw defers class weights: set loss.class_weights")
+    _epoch_switch(config, "loss.drw_epoch", s["drw_epoch"])
+
+
+def _validate_cmwnet(config):
+  """Checks shared by cmwnet and cmwnet_sl; returns the group with the schedule keys."""
+  c = config.cmwnet
+  p = "cmwnet."
+  _number(c, "num_families", 1, integer=True, prefix=p)
+  _one_of(c, "family_order", FAMILY_ORDERS, p)
+  _number(c, "kmeans_seed", 0, integer=True, prefix=p)
+  _one_of(c, "normalise", NORMALISE, p)
+  fams = tuple(c.families or ())
+  _check(all(isinstance(f, numbers.Integral) and 0 <= f for f in fams),
+         f"cmwnet.families must be non-negative integers, got {fams}")
+  _check(isinstance(c.transfer, str), f"cmwnet.transfer must be a path, got {c.transfer!r}")
+  if c.transfer:
+    _check(c.transfer.endswith((".npz", ".pth", ".pt")),
+           f"cmwnet.transfer {c.transfer!r}: expected a .npz export or a .pth checkpoint")
+    _check(os.path.isfile(c.transfer), f"cmwnet.transfer file {c.transfer!r} does not exist")
+  elif fams:
+    _check(max(fams) < c.num_families, f"cmwnet.families uses family {max(fams)} but "
+           f"num_families is {c.num_families}")
+  g = config.cmwnet if config.method == "cmwnet" else config.cmwnet_sl
+  p = f"{config.method}."
+  _number(g, "warmup_epochs", 0, integer=True, prefix=p)
+  _epoch_switch(config, p + "warmup_epochs", g.warmup_epochs)
+  _number(g, "meta_every", 1, integer=True, prefix=p)
+  _one_of(g, "meta_source", META_SOURCES, p)
+  _number(g, "select_per_class", 0, integer=True, prefix=p)
+  if config.method == "cmwnet_sl":
+    _number(g, "ema_decay", 0.0, 1.0, prefix=p)
+    _number(g, "ema_freeze_epoch", 0, integer=True, prefix=p)
+    _number(g, "mixup_alpha", 0.0, lo_open=True, prefix=p)
+    _flag(g, "meta_mixup", p)
+    _number(g, "meta_mixup_alpha", 0.0, lo_open=True, prefix=p)
+    _number(g, "pseudo_momentum", 0.0, 1.0, hi_open=True, prefix=p)
+    _one_of(g, "second_weight", SECOND_WEIGHTS, p)
+  return g
+
+
+def _validate_absgd(config) -> None:
+  a = config.absgd
+  p = "absgd."
+  for key in ("lam", "init_lam"):
+    _number(a, key, prefix=p)
+    _check(a[key] != 0, f"absgd.{key} must be non-zero (> 0 imbalance, < 0 noise)")
+  _number(a, "start_epoch", 0, integer=True, prefix=p)
+  _epoch_switch(config, "absgd.start_epoch", a.start_epoch)
+  _number(a, "gamma", 0.0, 1.0, lo_open=True, prefix=p)
+  _number(a, "ab_alpha", 0.0, lo_open=True, prefix=p)
+  _flag(a, "uniform_floor", p)
 
 
 def _validate_run_options(config) -> None:
@@ -219,7 +321,7 @@ def validate_data(config, num_train: int, num_devices: int) -> None:
 
 def validate_method(config, method, num_meta: int) -> None:
   """What only the built method knows: whether it needs a meta set."""
-  _check(not method.uses_meta or num_meta > 0,
+  _check(not method.uses_meta or num_meta > 0 or method.epoch_start is not None,
          f"method {config.method} needs a meta set, but it is empty (set meta_per_class >= 1)")
 
 

@@ -1,13 +1,20 @@
 """Weighting methods, looked up by name: ``get(name)(config, data_info) -> Method``."""
 from typing import Callable, Dict
 
-from gdw_jax.methods import erm, gdw, mwnet
-from gdw_jax.methods.base import DataInfo, Method
+from gdw_jax.methods import absgd, cmwnet, cmwnet_sl, erm, gdw, l2rw, mwnet
+from gdw_jax.methods.base import DataInfo, EpochContext, Method
 
 _METHODS: Dict[str, Callable[..., Method]] = {
     "erm": erm.make,
+    "focal": erm.baseline("focal"),
+    "cb": erm.baseline("cb"),
+    "ldam_drw": erm.baseline("ldam_drw"),
+    "l2rw": l2rw.make,
     "mwnet": mwnet.make,
+    "cmwnet": cmwnet.make,
+    "cmwnet_sl": cmwnet_sl.make,
     "gdw": gdw.make,
+    "absgd": absgd.make,
 }
 
 
@@ -25,4 +32,4 @@ def get(name: str) -> Callable[..., Method]:
   return _METHODS[name]
 
 
-__all__ = ["DataInfo", "Method", "get", "names", "register"]
+__all__ = ["DataInfo", "EpochContext", "Method", "get", "names", "register"]

@@ -1,7 +1,8 @@
 """GDW: Generalized Data Weighting via class-level gradient manipulation (Chen et al., 2021).
 
 Exactly the official ``--mode gdw`` step (``../shared/specs/gdw.md`` §1.3). With
-``p = min(softmax(z), clamp)`` (detached), ``E = p - onehot(y)``, ``l`` the detached CE:
+``p = min(softmax(z), clamp)`` (detached), ``E = p - onehot(y)``, ``l`` the detached CE (for
+another base loss, ``config.loss``: ``E = dl/dz = c (q - onehot)`` and ``p = q``):
 
 1. ``v = V_phi(l)`` ``[N, 1]``; ``W = constraint(tile(v, C))`` ``[N, C]``.
 2. Virtual step ``theta' = theta - lr J^T (E * W / N)``; meta CE at ``theta'``; one backward gives
@@ -46,26 +47,28 @@ def class_level_step(w, g, outer_lr, clip):
 
 
 def make(config, info, dtype=None) -> Method:
-  del info
   wnet = WeightNet(config.vnet, dtype or jnp.dtype(config.get("dtype", "float32")))
   clamp = config.get("prob_clamp", 0.999)
   if clamp is None or not 0.0 < clamp < 1.0:
     raise ValueError("gdw needs 0 < prob_clamp < 1 (the zero-mean constraint divides by 1 - p_y)")
   outer_lr, clip = float(config.gdw.outer_lr), float(config.gdw.clip)
   w_min, w_max = float(config.gdw.weight_min), float(config.gdw.weight_max)
+  base = losses.make_base_loss(config, info.class_counts, info.steps_per_epoch, "gdw")
+  meta_fn = None if base.logit_scale == 1.0 else bilevel.meta_loss_from(base.meta_loss)
 
   def update(ctx, state):
     num_classes = ctx.logits.shape[-1]
-    p = losses.clamped_probs(jax.lax.stop_gradient(ctx.logits), clamp)
-    e = losses.ce_logit_grad(ctx.logits, ctx.labels, clamp)
-    loss = detached_losses(losses.cross_entropy(ctx.logits, ctx.labels))
+    # Any base loss has B = c (q - onehot) with c > 0, so the constraint with q keeps sum_j W B = 0.
+    p = base.probs(ctx.logits, ctx.labels, clamp)
+    e = base.logit_grad(ctx.logits, ctx.labels, ctx.step, clamp)
+    loss = detached_losses(base.per_sample(ctx.logits, ctx.labels, ctx.step))
 
     def class_weights(phi):
       v = wnet.apply(phi, loss)
       return zero_mean_constraint(jnp.tile(v, (1, num_classes)), p, ctx.labels)
 
     w, pullback = jax.vjp(class_weights, state["params"])
-    meta_loss, g = bilevel.meta_gradient(ctx, e, w)
+    meta_loss, g = bilevel.meta_gradient(ctx, e, w, meta_loss_fn=meta_fn)
     (dphi,) = pullback(g)
     state = wnet.step(state, dphi)
 

@@ -17,9 +17,10 @@ from typing import Any, Callable, Dict, NamedTuple
 import flax.linen as nn
 import jax.numpy as jnp
 
+from gdw_jax.models.heads import HEADS, NormedLinear, classifier_head, head_kind
 from gdw_jax.models.mlp import MLP, SmallCNN
 from gdw_jax.models.resnet_cifar import resnet32
-from gdw_jax.models.weight_nets import VNet
+from gdw_jax.models.weight_nets import CMWNet, VNet
 
 
 class ModelFns(NamedTuple):
@@ -50,8 +51,10 @@ def functional(module: nn.Module) -> ModelFns:
 _MODELS: Dict[str, Callable[..., nn.Module]] = {
     "mlp": lambda num_classes, config, dtype: MLP(
         num_classes, hidden=tuple(config.get("mlp_hidden", (256, 256))),
-        batch_norm=bool(config.get("mlp_batch_norm", False)), dtype=dtype),
-    "cnn": lambda num_classes, config, dtype: SmallCNN(num_classes, dtype=dtype),
+        batch_norm=bool(config.get("mlp_batch_norm", False)), dtype=dtype,
+        head=head_kind(config)),
+    "cnn": lambda num_classes, config, dtype: SmallCNN(num_classes, dtype=dtype,
+                                                       head=head_kind(config)),
     "resnet32": resnet32,
 }
 
@@ -82,4 +85,5 @@ register("wrn", lambda num_classes, config, dtype: WideResNet(
 register("preact_resnet18", lambda num_classes, config, dtype: PreActResNet18(
     num_classes, config.get("preact_shortcut", "activated"), dtype))
 
-__all__ = ["ModelFns", "functional", "get", "names", "register", "MLP", "SmallCNN", "VNet"]
+__all__ = ["ModelFns", "functional", "get", "names", "register", "MLP", "SmallCNN", "VNet",
+           "CMWNet", "NormedLinear", "classifier_head", "head_kind", "HEADS"]

@@ -4,13 +4,16 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from gdw_jax.models.heads import classifier_head
+
 
 class MLP(nn.Module):
-  """Flatten -> [Dense -> (BN) -> ReLU] * len(hidden) -> Dense(num_classes)."""
+  """Flatten -> [Dense -> (BN) -> ReLU] * len(hidden) -> head (Dense, or cosine for LDAM)."""
   num_classes: int
   hidden: Sequence[int] = (256, 256)
   batch_norm: bool = False
   dtype: jnp.dtype = jnp.float32
+  head: str = "linear"
 
   @nn.compact
   def __call__(self, x, train: bool = True):
@@ -21,14 +24,15 @@ class MLP(nn.Module):
         x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
                          dtype=self.dtype, param_dtype=self.dtype)(x)
       x = nn.relu(x)
-    return nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.dtype)(x)
+    return classifier_head(self.head, self.num_classes, self.dtype)(x)
 
 
 class SmallCNN(nn.Module):
-  """conv3x3(32)-BN-ReLU -> conv3x3(64)-BN-ReLU -> 2x2 max-pool -> Dense(128)-ReLU -> Dense."""
+  """conv3x3(32)-BN-ReLU -> conv3x3(64)-BN-ReLU -> 2x2 max-pool -> Dense(128)-ReLU -> head."""
   num_classes: int
   width: int = 32
   dtype: jnp.dtype = jnp.float32
+  head: str = "linear"
 
   @nn.compact
   def __call__(self, x, train: bool = True):
@@ -42,4 +46,4 @@ class SmallCNN(nn.Module):
     x = nn.max_pool(x, (2, 2), strides=(2, 2))
     x = x.reshape((x.shape[0], -1))
     x = nn.relu(nn.Dense(128, dtype=self.dtype, param_dtype=self.dtype)(x))
-    return nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.dtype)(x)
+    return classifier_head(self.head, self.num_classes, self.dtype)(x)

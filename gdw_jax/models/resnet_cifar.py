@@ -27,6 +27,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from gdw_jax.models import torch_init
+from gdw_jax.models.heads import classifier_head, head_kind
 
 BN_RUNNING_VAR = ("unbiased", "biased")
 
@@ -101,6 +102,7 @@ class CifarResNet(nn.Module):
   blocks: int = 5
   bn_running_var: str = "unbiased"
   dtype: jnp.dtype = jnp.float32
+  head: str = "linear"             # or "cosine": LDAM's NormedLinear (models/heads.py)
 
   @nn.compact
   def __call__(self, x, train: bool = True):
@@ -114,13 +116,15 @@ class CifarResNet(nn.Module):
         x = BasicBlock(planes, stride, self.bn_running_var, self.dtype,
                        name=f"layer{stage + 1}_{b}")(x, train)
     x = jnp.mean(x, axis=(1, 2))
-    return nn.Dense(self.num_classes, kernel_init=torch_init.kaiming_normal_fan_in,
-                    bias_init=torch_init.uniform_fan_in_bias(x.shape[-1]), dtype=self.dtype,
-                    param_dtype=self.dtype, name="linear")(x)
+    return classifier_head(self.head, self.num_classes, self.dtype, name="linear",
+                           kernel_init=torch_init.kaiming_normal_fan_in,
+                           bias_init=torch_init.uniform_fan_in_bias(x.shape[-1]))(x)
 
 
 def resnet32(num_classes: int, config=None, dtype=jnp.float32) -> CifarResNet:
-  """Registry factory; reads ``config.bn_running_var`` ('unbiased', the official default)."""
+  """Registry factory; reads ``config.bn_running_var`` ('unbiased', the official default) and
+  the classifier head (``config.classifier_head``; LDAM gets the cosine head)."""
   config = config or {}
   return CifarResNet(num_classes, blocks=5,
-                     bn_running_var=config.get("bn_running_var", "unbiased"), dtype=dtype)
+                     bn_running_var=config.get("bn_running_var", "unbiased"), dtype=dtype,
+                     head=head_kind(config))
