@@ -22,8 +22,9 @@ flags.mark_flags_as_required(["workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  from gdw_jax import train  # after flag parsing: keeps --help fast
+  from gdw_jax import train, validation  # after flag parsing: keeps --help fast
   try:
+    validation.check_overrides(FLAGS.config, config_flags.get_override_values(FLAGS["config"]))
     final = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except train.ConfigError as e:
     print(f"gdw_jax: error: {e}", file=sys.stderr)

@@ -59,7 +59,8 @@ def test_runs_are_deterministic(tmp_path):
 
 
 BAD = [
-    ({"method": "sgd"}, "unknown method 'sgd'; valid: erm, gdw, mwnet"),
+    ({"method": "sgd"}, "unknown method 'sgd'; valid: absgd, cb, cmwnet, cmwnet_sl, erm, focal, "
+                        "gdw, l2rw, ldam_drw, mwnet"),
     ({"dataset": "mnist"}, "unknown dataset 'mnist'; valid:"),
     ({"noise_type": "pair"}, "unknown noise_type 'pair'; valid: none, uniform, flip, flip2"),
     ({"noise_rate": 1.2}, "noise_rate must be in [0, 1], got 1.2"),
@@ -94,7 +95,7 @@ def test_cli_bad_input_is_one_line_without_traceback(tmp_path):
   workdir = tmp_path / "w"
   r = _cli("--config=configs/digits.py", f"--workdir={workdir}", "--config.method=nope")
   assert r.returncode == 2
-  assert "gdw_jax: error: unknown method 'nope'; valid: erm, gdw, mwnet" in r.stderr
+  assert "gdw_jax: error: unknown method 'nope'; valid: absgd, cb, cmwnet" in r.stderr
   assert "Traceback" not in r.stderr
   assert not workdir.exists()
 

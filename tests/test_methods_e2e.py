@@ -91,7 +91,7 @@ def test_recipes_validate_on_digits(name):
     ("cmwnet.family_order", "random", "unknown cmwnet.family_order"),
     ("cmwnet_sl.second_weight", "v", "unknown cmwnet_sl.second_weight"),
     ("mwnet.normalise", "max", "unknown mwnet.normalise"),
-    ("loss.cb_beta", 1.0, "loss.cb_beta must be < 1"),
+    ("loss.cb_beta", 1.0, r"loss.cb_beta must be in \[0, 1\), got 1.0"),
     ("classifier_head", "mlp", "unknown classifier_head"),
 ])
 def test_bad_keys_are_one_line_config_errors(key, value, message):

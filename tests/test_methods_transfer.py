@@ -150,8 +150,8 @@ def test_bad_transfer_files_are_config_errors(tmp_path):
 
 
 def test_official_cmwnet_vnet_119_reproduces_the_spec_table():
-  """Needs the torch-free checkpoint loader (gdw_jax.interop, from the parity issue)."""
-  interop = pytest.importorskip("gdw_jax.interop", reason="gdw_jax.interop not merged yet")
+  """The official learned net, read with the torch-free safe loader (never skipped)."""
+  from gdw_jax import interop
   sd = interop.load_torch_state_dict(os.path.join(FIXTURES, "cmwnet_vnet_119.pth"))
   params = transfer.cmwnet_from_torch(sd)
   loss = np.array([0.0, 0.5, 1.0, 2.0, 10.0], np.float32)

@@ -60,7 +60,9 @@ def make(config, info) -> Method:
 
   def init(rng):
     del rng
-    return {"log_u": jnp.asarray(-jnp.inf, dtype)}
+    # u = 0 until the first weighted step ("started"); log u is kept finite in the state so the
+    # trainer's non-finite guard can tell a blow-up from the official zero start.
+    return {"log_u": jnp.zeros((), dtype), "started": jnp.asarray(False)}
 
   def stage(lam_e, loss, log_u):
     """p and the new log u for one (static) lambda."""
@@ -71,16 +73,18 @@ def make(config, info) -> Method:
   def update(ctx, state):
     b = base.logit_grad(ctx.logits, ctx.labels, ctx.step, None)
     loss = jax.lax.stop_gradient(base.per_sample(ctx.logits, ctx.labels, ctx.step))
-    log_u = state["log_u"]
+    log_u = jnp.where(state["started"], state["log_u"], -jnp.inf)
     p1, u1 = stage(init_lam, loss, log_u)
     p2, u2 = stage(lam, loss, log_u)
     late = jnp.asarray(ctx.step) >= start_step
     p = jnp.where(late, p2, p1)
-    new_log_u = jnp.where(late, u2, u1).astype(dtype)
+    started = state["started"] | jnp.where(late, lam < UNIFORM_SENTINEL,
+                                           init_lam < UNIFORM_SENTINEL)
+    new_log_u = jnp.where(started, jnp.where(late, u2, u1), 0.0).astype(dtype)
     n = loss.shape[0]
     aux = {"weights": (p * n)[:, None], "absgd_log_u": new_log_u, "absgd_weight_sum": jnp.sum(p),
            "absgd_lambda": jnp.where(late, lam, init_lam)}
-    return b * p[:, None], {"log_u": new_log_u}, aux
+    return b * p[:, None], {"log_u": new_log_u, "started": started}, aux
 
   def weight_fn(state, loss, labels):
     """``p B = exp(l/lambda - log u)`` (+ 1 with the floor) of the second stage at the saved u."""
