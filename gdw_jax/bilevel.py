@@ -73,6 +73,17 @@ class StepContext:
     return self.norm_size if self.norm_size is not None else self.labels.shape[0]
 
 
+def after(tree, *deps):
+  """``tree``, made data-dependent on ``deps``: work on the result cannot start before ``deps``
+  exist, so XLA cannot hoist a recomputed forward above an earlier backward pass and keep its
+  activations alive through it (measured on XLA:CPU, ResNet-32: 835 MB of temporaries for a
+  meta gradient followed by a JVP, 369 MB with this; ``lax.optimization_barrier`` did not do
+  it). The values are unchanged: ``x + 0 * s`` is ``x`` for finite ``s`` (a non-finite ``s``
+  stops the run anyway)."""
+  zero = 0.0 * sum(jnp.sum(leaf) for leaf in jax.tree.leaves(deps))
+  return jax.tree.map(lambda a: a + zero.astype(a.dtype), tree)
+
+
 def train_logits(ctx: StepContext, params):
   """``f_params(x)`` in train mode (batch statistics; the BN update is discarded)."""
   return ctx.apply_fn(params, ctx.model_state, ctx.x, True)[0]
@@ -134,7 +145,10 @@ def meta_gradient(ctx: StepContext, base_grad, weights, *, norm=None, meta_loss_
     cot, pullback = jax.vjp(cotangent_fn, weights)
     theta_v = virtual_params(ctx, cot, reuse_vjp=True)
     loss, grad_meta = jax.value_and_grad(lambda p: loss_fn(ctx, p))(theta_v)
-    _, jz = jax.jvp(lambda p: train_logits(ctx, p), (ctx.params,), (grad_meta,))
+    # Forward mode streams: recomputing the primal here, after the meta backward, keeps no
+    # activation of the training batch alive across it (see ``after``).
+    _, jz = jax.jvp(lambda p: train_logits(ctx, p), (after(ctx.params, grad_meta),),
+                    (grad_meta,))
     (dw,) = pullback(-ctx.lr.astype(jz.dtype) * jz)
     return loss, dw
   raise ValueError(f"unknown hypergrad {ctx.hypergrad!r}; valid: {', '.join(HYPERGRADS)}")

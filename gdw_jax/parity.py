@@ -194,7 +194,8 @@ def _run(fx: Fixture, config) -> Dict[str, Any]:
   state = train.TrainState(step=jnp.asarray(step0, jnp.int32), params=params,
                            model_state=model_state, opt_state=tx.init(params),
                            method_state=method_state, rng=jax.random.PRNGKey(0))
-  step_fn = jax.jit(train.make_train_step(model, method, tx, schedule, return_cotangent=True))
+  step_fn = jax.jit(train.make_train_step(model, method, tx, schedule, return_cotangent=True,
+                                          hypergrad=config.hypergrad))
 
   def nhwc(x):
     return jnp.asarray(np.transpose(x, (0, 2, 3, 1)), jnp.float64)
@@ -240,9 +241,13 @@ def compare(fx: Fixture, ours: Dict[str, Any]) -> List[Row]:
   return rows
 
 
-def check(path: str, tol: float = 1e-8, config=None) -> Report:
-  """Load, run and compare one fixture (``config`` overrides the official configuration)."""
+def check(path: str, tol: float = 1e-8, config=None, hypergrad: Optional[str] = None) -> Report:
+  """Load, run and compare one fixture (``config`` overrides the official configuration;
+  ``hypergrad`` picks the meta-gradient route, ``autodiff`` or ``jvp``)."""
   fx = load_fixture(path)
+  if hypergrad is not None:
+    config = make_config(fx) if config is None else config
+    config.hypergrad = hypergrad
   ours = run(fx, config)
   return Report(path, MODES[fx.hyper["mode"]], compare(fx, ours), tol)
 
@@ -267,11 +272,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument("fixture", help="an official step fixture (.npz)")
   parser.add_argument("--tol", type=float, default=1e-8,
                       help="largest accepted relative update error (default 1e-8)")
+  parser.add_argument("--hypergrad", default=None, choices=("autodiff", "jvp"),
+                      help="meta-gradient route (default: the library's default)")
   args = parser.parse_args(argv)
   if not args.tol > 0:
     parser.error(f"--tol must be > 0, got {args.tol}")
   try:
-    report = check(args.fixture, args.tol)
+    report = check(args.fixture, args.tol, hypergrad=args.hypergrad)
   except FixtureError as e:
     print(f"parity: error: {e}", file=sys.stderr)
     return 2

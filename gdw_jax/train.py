@@ -89,7 +89,12 @@ def make_train_step(model: models.ModelFns, method: methods.Method,
     def forward(params):
       return model.apply(params, state.model_state, x, True)
 
-    logits, vjp_fn, new_model_state = jax.vjp(forward, state.params, has_aux=True)
+    lean = hypergrad == "jvp" and method.uses_meta
+    if lean:  # memory-lean meta step: no training-batch residuals kept across the meta pass
+      logits, new_model_state = forward(state.params)
+      vjp_fn = None
+    else:
+      logits, vjp_fn, new_model_state = jax.vjp(forward, state.params, has_aux=True)
     ctx = bilevel.StepContext(
         apply_fn=model.apply, params=state.params, model_state=state.model_state, x=x,
         labels=y, logits=logits, lr=jnp.asarray(lr, logits.dtype), meta_x=meta_x,
@@ -97,6 +102,8 @@ def make_train_step(model: models.ModelFns, method: methods.Method,
         hypergrad=hypergrad, logits_vjp=vjp_fn, index=batch.get("index"),
         input_info=input_info)
     cotangent, method_state, aux = method.update(ctx, state.method_state)
+    if vjp_fn is None:  # recompute the forward for the real update, after the meta step
+      _, vjp_fn = jax.vjp(lambda p: forward(p)[0], bilevel.after(state.params, cotangent))
     (grads,) = vjp_fn(jax.lax.stop_gradient(cotangent).astype(logits.dtype))
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)

@@ -3,8 +3,6 @@
 The MLP has a batch-normalised hidden layer, so samples are coupled exactly like train-mode BN
 couples them in a ResNet.
 """
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -198,38 +196,3 @@ def test_sgd_optimizer_has_pytorch_semantics():
   u2, _ = tx.update(g, st, p1)
   d2 = g["w"] + 0.01 * p1["w"]
   np.testing.assert_allclose(optax.apply_updates(p1, u2)["w"], p1["w"] - 0.5 * (0.9 * d1 + d2))
-
-
-@pytest.mark.parametrize("shape", [(N, C), (N, 1)])
-def test_jvp_hypergradient_equals_nested_autodiff(shape):
-  model, ctx = _problem(7)
-  e = losses.ce_logit_grad(ctx.logits, ctx.labels, 0.999)
-  w = jax.random.uniform(jax.random.PRNGKey(2), shape, jnp.float64, 0.2, 1.5)
-  la, ga = bilevel.meta_gradient(ctx, e, w)
-  logits, vjp = jax.vjp(lambda p: model.apply(p, ctx.model_state, ctx.x, True)[0], ctx.params)
-  fast = dataclasses.replace(ctx, hypergrad="jvp", logits_vjp=vjp)
-  lj, gj = bilevel.meta_gradient(fast, e, w)
-  np.testing.assert_allclose(lj, la, rtol=1e-12)
-  np.testing.assert_allclose(gj, ga, rtol=1e-10, atol=1e-16)
-
-
-@pytest.mark.parametrize("method", ["mwnet", "gdw"])
-def test_jvp_and_autodiff_train_steps_agree(method):
-  model, ctx = _problem(8)
-  config = _config(method)
-  method_obj = methods.get(method)(config, methods.DataInfo(C, N, np.ones(C), 1),
-                                   dtype=jnp.float64)
-  tx = optim.classifier_optimizer(config, lambda s: 0.3)
-  state = train.create_train_state(jax.random.PRNGKey(1), model, method_obj, tx, ctx.x)
-  batch, meta = {"x": ctx.x, "y": ctx.labels}, {"x": ctx.meta_x, "y": ctx.meta_y}
-  out = {}
-  for hg in ("autodiff", "jvp"):
-    step = jax.jit(train.make_train_step(model, method_obj, tx, lambda s: jnp.asarray(0.3),
-                                         hypergrad=hg))
-    s = state
-    for _ in range(3):
-      s, _, _ = step(s, batch, meta)
-    out[hg] = s
-  for a, b in zip(jax.tree.leaves((out["jvp"].params, out["jvp"].method_state)),
-                  jax.tree.leaves((out["autodiff"].params, out["autodiff"].method_state))):
-    np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-14)

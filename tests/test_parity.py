@@ -29,19 +29,22 @@ def fixture_path(name):
   return path
 
 
-@pytest.fixture(scope="module")
-def gdw_report():
-  return parity.check(fixture_path(GDW))
+_REPORTS = {}
 
 
-@pytest.fixture(scope="module")
-def mwnet_report():
-  return parity.check(fixture_path(MWNET))
+def _report(which: str, hypergrad: str):
+  """Each (fixture, route) runs once per test session (float64 ResNet-32 steps are slow)."""
+  key = (which, hypergrad)
+  if key not in _REPORTS:
+    _REPORTS[key] = parity.check(fixture_path(GDW if which == "gdw" else MWNET),
+                                 hypergrad=hypergrad)
+  return _REPORTS[key]
 
 
+@pytest.mark.parametrize("hypergrad", ["autodiff", "jvp"])
 @pytest.mark.parametrize("which", ["gdw", "mwnet"])
-def test_official_step_parity(which, request):
-  report = request.getfixturevalue(f"{which}_report")
+def test_official_step_parity(which, hypergrad):
+  report = _report(which, hypergrad)
   assert report.method == which
   assert len(report.rows) == NUM_TENSORS
   names = {r.name for r in report.rows}

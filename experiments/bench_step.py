@@ -1,0 +1,190 @@
+"""Wall time, compile time and memory of one jitted training step, per method and hypergradient.
+
+    python -m experiments.bench_step --model resnet32 --batch 100 --methods erm,mwnet,gdw \
+        --hypergrad jvp,autodiff --json runs/bench_step.json
+
+Every (method, hypergrad) configuration runs in a fresh subprocess: build the model and method
+exactly as training does (``train.make_train_step``), synthetic CIFAR-shaped batches (timing does
+not depend on pixel values), compile (``compile_s``), warm up, then time ``--steps`` (>= 10)
+steps, each blocked on its result; ``step_ms`` is the median. Memory: ``peak_mem_mb`` is the
+device's peak bytes in use where the backend reports it (GPU); otherwise the subprocess's peak
+RSS while the timed steps run (the Linux peak-RSS watermark is reset after compilation, so the
+XLA compiler's own peak is excluded; ``peak_rss_with_compile_mb`` keeps it). ``xla_temp_mb`` is
+XLA's count of the compiled step's temporary buffers (``memory_analysis``): the working memory
+the meta step adds on top of parameters and inputs. ERM has no hypergradient; its entry is repeated under each
+``erm/<hypergrad>`` key. Prints a markdown table; ``--json`` writes
+``{"<method>/<hypergrad>": {"step_ms", "ratio_to_erm", "peak_mem_mb", "compile_s", ...}}``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+
+def _reset_peak_rss() -> bool:
+  """Return freed heap to the OS (glibc keeps what the XLA compiler freed), then reset this
+  process's peak-RSS watermark (Linux ``clear_refs`` 5); False if unsupported."""
+  import ctypes
+  import gc
+  gc.collect()
+  try:
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+  except (OSError, AttributeError):
+    pass
+  try:
+    with open("/proc/self/clear_refs", "w") as f:
+      f.write("5")
+    return _vm_hwm_mb() is not None
+  except OSError:
+    return False
+
+
+def _vm_hwm_mb():
+  with open("/proc/self/status") as f:
+    for line in f:
+      if line.startswith("VmHWM:"):
+        return int(line.split()[1]) / 1024
+  return None
+
+
+def _worker(args) -> dict:
+  """One configuration, in this (fresh) process."""
+  import resource
+
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+
+  from configs import common
+  from gdw_jax import methods, models, optim, train
+
+  c = common.base_config()
+  c.method, c.model, c.hypergrad = args.method, args.model, args.hypergrad
+  c.batch_size, c.num_epochs = args.batch, 80
+  k = args.num_classes
+  rng = np.random.default_rng(0)
+  shape = (args.batch, 32, 32, 3) if args.model != "mlp" else (args.batch, 8, 8, 1)
+  x = jnp.asarray(rng.normal(size=shape).astype(np.float32))
+  y = jnp.asarray(rng.integers(0, k, args.batch))
+  mx = jnp.asarray(rng.normal(size=shape).astype(np.float32))
+  my = jnp.asarray(rng.integers(0, k, args.batch))
+  info = methods.DataInfo(k, 49000, np.full(k, 49000 // k), 490)
+  model = models.get(args.model, k, c)
+  method = methods.get(args.method)(c, info)
+  schedule = optim.lr_schedule(c, info.steps_per_epoch)
+  tx = optim.classifier_optimizer(c, schedule)
+  state = train.create_train_state(jax.random.PRNGKey(0), model, method, tx, x[:2])
+  step = jax.jit(train.make_train_step(model, method, tx, schedule, hypergrad=args.hypergrad),
+                 donate_argnums=0)
+  batch = {"x": x, "y": y, "y_true": y}
+  meta = {"x": mx, "y": my} if method.uses_meta else None
+  rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+  t0 = time.perf_counter()
+  compiled = step.lower(state, batch, meta).compile()
+  compile_s = time.perf_counter() - t0
+  mem = compiled.memory_analysis()
+  xla_temp_mb = mem.temp_size_in_bytes / 2**20 if mem is not None else None
+
+  for _ in range(args.warmup):
+    state, m, _ = compiled(state, batch, meta)
+  jax.block_until_ready(state)
+  watermark_reset = _reset_peak_rss()  # from here on, VmHWM is the peak of running the step
+  times = []
+  for _ in range(args.steps):
+    t = time.perf_counter()
+    state, m, w = compiled(state, batch, meta)
+    jax.block_until_ready((state, m, w))
+    times.append(time.perf_counter() - t)
+  dev = jax.devices()[0]
+  stats = dev.memory_stats() if hasattr(dev, "memory_stats") else None
+  peak_with_compile = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+  if stats and "peak_bytes_in_use" in stats:
+    peak, source = stats["peak_bytes_in_use"] / 2**20, "device"
+  elif watermark_reset:
+    peak, source = _vm_hwm_mb(), "rss"
+  else:
+    peak, source = peak_with_compile, "rss+compile"
+  return {"step_ms": 1e3 * statistics.median(times), "step_ms_min": 1e3 * min(times),
+          "compile_s": compile_s, "peak_mem_mb": peak, "peak_mem_source": source,
+          "peak_rss_with_compile_mb": peak_with_compile,
+          "rss_before_compile_mb": rss_before, "xla_temp_mb": xla_temp_mb,
+          "steps_timed": len(times), "backend": jax.default_backend(),
+          "device": dev.device_kind}
+
+
+def _run_config(args, method: str, hypergrad: str) -> dict:
+  cmd = [sys.executable, "-m", "experiments.bench_step", "--worker", "--model", args.model,
+         "--batch", str(args.batch), "--methods", method, "--hypergrad", hypergrad,
+         "--steps", str(args.steps), "--warmup", str(args.warmup),
+         "--num-classes", str(args.num_classes)]
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  r = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
+  if r.returncode != 0:
+    raise RuntimeError(f"{method}/{hypergrad} failed:\n{r.stderr[-3000:]}")
+  return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def table(results: dict) -> str:
+  lines = ["| method/hypergrad | step ms (median) | × ERM | compile s | peak mem MB | "
+           "XLA temp MB |", "|---|---|---|---|---|---|"]
+  for key, r in results.items():
+    temp = f"{r['xla_temp_mb']:.0f}" if r.get("xla_temp_mb") is not None else "–"
+    lines.append(f"| {key} | {r['step_ms']:.1f} | {r['ratio_to_erm']:.2f} | "
+                 f"{r['compile_s']:.1f} | {r['peak_mem_mb']:.0f} ({r['peak_mem_source']}) | "
+                 f"{temp} |")
+  return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--model", default="resnet32")
+  p.add_argument("--batch", type=int, default=100)
+  p.add_argument("--methods", default="erm,mwnet,gdw")
+  p.add_argument("--hypergrad", default="jvp,autodiff")
+  p.add_argument("--steps", type=int, default=10, help="timed steps (>= 10)")
+  p.add_argument("--warmup", type=int, default=2)
+  p.add_argument("--num-classes", type=int, default=10)
+  p.add_argument("--json", default=None)
+  p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+  args = p.parse_args(argv)
+
+  if args.worker:
+    args.method, args.hypergrad = args.methods, args.hypergrad
+    print(json.dumps(_worker(args)))
+    return 0
+  from gdw_jax import bilevel, methods, models
+  chosen = [m for m in args.methods.split(",") if m]
+  hgs = [h for h in args.hypergrad.split(",") if h]
+  bad = ([m for m in chosen if m not in methods.names()] +
+         [h for h in hgs if h not in bilevel.HYPERGRADS] +
+         ([args.model] if args.model not in models.names() else []))
+  if bad or not chosen or not hgs or args.steps < 10 or args.batch < 1:
+    print(f"error: bad arguments {bad or ''} (methods: {', '.join(methods.names())}; hypergrad: "
+          f"{', '.join(bilevel.HYPERGRADS)}; --steps >= 10; --batch >= 1)", file=sys.stderr)
+    return 2
+
+  results, t0 = {}, time.time()
+  erm = _run_config(args, "erm", hgs[0])
+  for method in chosen:
+    for hg in hgs:
+      r = erm if method == "erm" else _run_config(args, method, hg)
+      results[f"{method}/{hg}"] = dict(r, ratio_to_erm=r["step_ms"] / erm["step_ms"])
+      print(f"{method}/{hg}: {r['step_ms']:.1f} ms", file=sys.stderr, flush=True)
+  print(f"\n{args.model}, batch {args.batch}, {erm['backend']} ({erm['device']}), "
+        f"{time.time() - t0:.0f}s\n")
+  print(table(results))
+  if args.json:
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+    with open(args.json, "w") as f:
+      json.dump(results, f, indent=2)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
