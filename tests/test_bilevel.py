@@ -5,7 +5,6 @@ couples them in a ResNet.
 """
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 import pytest

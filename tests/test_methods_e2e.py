@@ -1,6 +1,5 @@
 """Short end-to-end runs of every method on digits, recipes, config errors, the benchmark CLI."""
 import json
-import os
 
 import numpy as np
 import pytest
