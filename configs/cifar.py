@@ -23,9 +23,10 @@ Arguments (``key=value``, comma separated):
 Recipes (``../shared/specs/gdw.md`` §4, ``mwnet_cmwnet.md`` §3-4). Parts a recipe needs that
 are method options of another module are listed in its comment.
 """
-from configs import common
+from configs import common, recipes
 
-RECIPES = ("gdw", "mwnet_wrn", "mwnet_resnet32", "mwnet_lt", "cmwnet_lt", "cmwnet_fi")
+RECIPES = ("gdw", "mwnet_wrn", "mwnet_resnet32", "mwnet_lt", "cmwnet_lt", "cmwnet_fi",
+           "ldam_lt")
 
 
 def default_recipe(method: str, noise: str, imbalance: float) -> str:
@@ -36,6 +37,8 @@ def default_recipe(method: str, noise: str, imbalance: float) -> str:
     return "mwnet_wrn" if noise == "uniform" else "mwnet_resnet32"
   if method in ("cmwnet", "cmwnet_sl"):
     return "cmwnet_lt" if imbalance < 1.0 else "cmwnet_fi"
+  if method in ("absgd", "ldam_drw", "cb", "focal") and imbalance < 1.0:
+    return "ldam_lt"  # the long-tail tables of LDAM-DRW / CB / ABSGD share this protocol
   return "gdw"  # GDW's protocol, shared by every method it compares (GDW appendix C)
 
 
@@ -46,6 +49,7 @@ def _gdw(c, k):
   number: mean test accuracy of the last 5 epochs (final.json ``last5_acc``)."""
   c.model = "resnet32"
   c.num_epochs, c.lr_schedule, c.learning_rate = 80, "cosine_epoch", 0.1
+  common.default_epoch_switches(c)
   c.batch_size, c.meta_batch_size = 100, 100
   c.momentum, c.nesterov, c.weight_decay = 0.9, False, 5e-4
   c.meta_per_class = 1000 // k
@@ -68,12 +72,14 @@ def _mwnet_wrn(c, k):
   1e-3, momentum 0.9, nesterov, L2 5e-4. Reported: best test accuracy (``best_acc``).
   Approximations: epochs of 490 steps instead of iterations (41 epochs = 20,090 steps, decays at
   epochs 37 and 39 = steps 18,130 and 19,110), and batches from per-epoch permutations instead of
-  a fresh random batch every iteration. Method option needed (MW-Net variants): weights
-  normalised by their batch sum, not averaged."""
+  a fresh random batch every iteration. MW-Net variant: weights normalised by their batch sum
+  (``mwnet.normalise='sum'``), not averaged."""
   _mwnet_common(c, k)
   c.model = "wrn28_10"
   c.num_epochs, c.lr_milestones, c.nesterov = 41, (37, 39), True
+  common.default_epoch_switches(c)
   c.vnet.update(optimizer="sgd", lr=1e-3, weight_decay=5e-4, momentum=0.9, nesterov=True)
+  c.mwnet.update(normalise="sum", live_input=False)
 
 
 def _mwnet_resnet32(c, k):
@@ -83,57 +89,89 @@ def _mwnet_resnet32(c, k):
   _mwnet_common(c, k)
   c.model = "resnet32"
   c.num_epochs, c.lr_milestones, c.nesterov = 120, (80, 100), False
+  common.default_epoch_switches(c)
   c.vnet.update(optimizer="adam", lr=1e-3, weight_decay=1e-4, momentum=0.0, nesterov=False)
+  c.mwnet.update(normalise="mean", live_input=False)
 
 
 def _mwnet_lt(c, k):
   """MW-Net class-imbalance repo: ResNet-32, batch 100, 100 epochs, lr 0.1 divided by 10 from
   (0-based) epochs 79 and 89 (``adjust_learning_rate(epoch + 1)``), SGD nesterov + L2 5e-4; VNet
   SGD 1e-5, momentum 0.9, nesterov, L2 5e-4; 10 meta images per class. Reported: best accuracy.
-  Not expressible here: the inner step's lr one epoch late at epochs 79 and 89. Method options
-  needed (MW-Net variants): sum-normalised weights, weight-net input not detached."""
+  Not expressible here: the inner step's lr one epoch late at epochs 79 and 89. MW-Net variant:
+  sum-normalised weights, weight-net input not detached."""
   _mwnet_common(c, k)
   c.model = "resnet32"
   c.num_epochs, c.lr_milestones, c.nesterov = 100, (79, 89), True
+  common.default_epoch_switches(c)
   c.meta_per_class = 10
   c.vnet.update(optimizer="sgd", lr=1e-5, weight_decay=5e-4, momentum=0.9, nesterov=True)
+  c.mwnet.update(normalise="sum", live_input=True)
 
 
 def _cmwnet_lt(c, k):
   """CMW-Net long-tail (``section4/Class_Imbalance/LT1.py``): ResNet-32, batch 100, 200 epochs,
   lr 0.1 x0.01 at epochs 160 and 180, SGD 0.9 nesterov + L2 5e-4; weight net Adam 1e-4 + L2 1e-5,
-  amsgrad. No held-out meta set (meta_per_class 0, head class keeps 5000 / 500). Method options
-  needed (CMW-Net): plain ERM for epochs 0-159, then reweighting with a balanced meta set of
-  min-class-count images per class drawn from the training set every epoch."""
+  amsgrad. No held-out meta set (meta_per_class 0, head class keeps 5000 / 500). CMW-Net options:
+  plain ERM for epochs 0-159, then reweighting (``sum v l / stopgrad(sum v)``) with a balanced
+  meta set of min-class-count images per class drawn from the training set every epoch."""
   c.model = "resnet32"
   c.batch_size, c.meta_batch_size, c.learning_rate = 100, 100, 0.1
   c.num_epochs, c.lr_schedule, c.lr_milestones, c.lr_decay = 200, "step_epoch", (160, 180), 0.01
+  common.default_epoch_switches(c)
   c.momentum, c.nesterov, c.weight_decay = 0.9, True, 5e-4
   c.meta_per_class = 0
   c.vnet.update(optimizer="adam", lr=1e-4, weight_decay=1e-5, momentum=0.0, nesterov=False,
                 amsgrad=True)
+  c.cmwnet.update(warmup_epochs=160, meta_source="train_balanced", select_per_class=0,
+                  normalise="sum_detached", meta_every=1)
   c.prob_clamp = 1.0
 
 
 def _cmwnet_fi(c, k):
   """CMW-Net feature-independent noise (``section4/Feature-independent_Label_Noise/cmwn.py``):
   PreAct ResNet-18, batch 128, lr 0.02 x0.1 at epoch 150, 300 epochs, SGD 0.9 + L2 5e-4; weight
-  net Adam 1e-4 + L2 1e-4. No held-out meta set (meta_per_class 0). Method options needed
-  (CMW-Net-SL): CE warm-up 10 (CIFAR-10) / 30 (CIFAR-100) epochs, EMA 0.997, mixup alpha 1
-  (table2.sh: 0.1 / 0.4 / 4 for some CIFAR-100 cells), meta step every 10 iterations on the 10
-  smallest-loss images per noisy class. The CIFAR-100 80% cell's warm-restart schedule (345
-  epochs) is not expressible here. Reported: best accuracy."""
+  net Adam 1e-4 + L2 1e-4. No held-out meta set (meta_per_class 0). CMW-Net-SL options: CE
+  warm-up 10 (CIFAR-10) / 30 (CIFAR-100) epochs, EMA 0.997, mixup alpha 1 (table2.sh: 0.1 / 0.4
+  / 4 for some CIFAR-100 cells: set ``--config.cmwnet_sl.mixup_alpha``), meta step every 10
+  iterations on the 10 smallest-loss images per noisy class with mixup meta CE; plain CMW-Net
+  gets the same small-loss meta set and schedule. The CIFAR-100 80% cell's warm-restart schedule
+  (345 epochs) is not expressible here. Reported: best accuracy."""
   c.model = "preact_resnet18"
   c.batch_size, c.meta_batch_size, c.learning_rate = 128, 128, 0.02
   c.num_epochs, c.lr_schedule, c.lr_milestones, c.lr_decay = 300, "step_epoch", (150,), 0.1
+  common.default_epoch_switches(c)
   c.momentum, c.nesterov, c.weight_decay = 0.9, False, 5e-4
   c.meta_per_class = 0
   c.vnet.update(optimizer="adam", lr=1e-4, weight_decay=1e-4, momentum=0.0, nesterov=False)
+  warmup = 10 if k == 10 else 30
+  c.cmwnet_sl.update(warmup_epochs=warmup, ema_decay=0.997, mixup_alpha=1.0, meta_every=10,
+                     meta_source="small_loss", select_per_class=10, meta_mixup=True,
+                     pseudo_momentum=0.0)
+  c.cmwnet.update(warmup_epochs=warmup, meta_every=10, meta_source="small_loss",
+                  select_per_class=10)
+  c.prob_clamp = 1.0
+
+
+def _ldam_lt(c, k):
+  """LDAM-DRW's long-tailed CIFAR protocol, shared by its CB / focal baselines and ABSGD's
+  imbalance runs (``absgd_and_imbalance_losses.md`` §3): ResNet-32, batch 128, 200 epochs, lr 0.1
+  with a 5-epoch linear warm-up, x0.01 at epochs 160 and 180, SGD 0.9 + L2 2e-4; DRW / ABSGD's
+  second stage from epoch 160 (CB weights, beta 0.9999). ABSGD's own script drops the lr one
+  epoch earlier and skips the 180 decay; this uses LDAM-DRW's. Reported: best accuracy."""
+  c.model = "resnet32"
+  c.batch_size, c.meta_batch_size, c.learning_rate = 128, 128, 0.1
+  c.num_epochs, c.lr_schedule, c.lr_milestones, c.lr_decay = 200, "step_epoch", (160, 180), 0.01
+  common.default_epoch_switches(c)
+  c.lr_warmup_epochs = 5
+  c.momentum, c.nesterov, c.weight_decay = 0.9, False, 2e-4
+  c.meta_per_class = 10  # for meta-learning methods run on this protocol (MW-Net LT: 10/class)
   c.prob_clamp = 1.0
 
 
 _RECIPE_FNS = {"gdw": _gdw, "mwnet_wrn": _mwnet_wrn, "mwnet_resnet32": _mwnet_resnet32,
-               "mwnet_lt": _mwnet_lt, "cmwnet_lt": _cmwnet_lt, "cmwnet_fi": _cmwnet_fi}
+               "mwnet_lt": _mwnet_lt, "cmwnet_lt": _cmwnet_lt, "cmwnet_fi": _cmwnet_fi,
+               "ldam_lt": _ldam_lt}
 
 
 def get_config(arg=None):
@@ -154,6 +192,8 @@ def get_config(arg=None):
   c.noise_type, c.noise_rate = noise, a["rate"] if noise != "none" else 0.0
   c.imbalance_factor, c.imbalance_type = a["imbalance"], a["imbalance_type"]
   _RECIPE_FNS[recipe](c, k)
+  if c.method == "absgd":  # its two-stage schedule, on this protocol's epochs
+    (recipes.absgd_lt if c.imbalance_factor < 1.0 else recipes.absgd_noise)(c)
   c.recipe = recipe
   if a["model"]:
     c.model = a["model"]

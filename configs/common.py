@@ -133,3 +133,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.keep_checkpoints = 2           # the last k, plus the best test accuracy if checkpoint_best
   c.checkpoint_best = True
   return c
+
+
+def default_epoch_switches(c) -> None:
+  """Stage switches of the official 200/300-epoch recipes (DRW and ABSGD's second stage at
+  160/200, CMW-Net-SL's warm-up at 10/300) at the same fraction of ``c.num_epochs``; call it
+  after setting ``num_epochs``, before any recipe that sets a switch itself."""
+  c.loss.drw_epoch = max(1, round(c.num_epochs * 160 / 200))
+  c.absgd.start_epoch = c.loss.drw_epoch
+  c.cmwnet_sl.warmup_epochs = max(1, round(c.num_epochs * 10 / 300))

@@ -30,9 +30,7 @@ def get_config(arg=None):
   c.learning_rate = 0.1
   c.mlp_hidden = (256, 256)
   c.mlp_batch_norm = False
-  c.loss.drw_epoch = max(1, round(c.num_epochs * 160 / 200))
-  c.absgd.start_epoch = c.loss.drw_epoch
-  c.cmwnet_sl.warmup_epochs = max(1, round(c.num_epochs * 10 / 300))
+  common.default_epoch_switches(c)
   if a["recipe"]:
     recipes.apply(c, a["recipe"])
   return c

@@ -18,6 +18,7 @@ the meta step adds on top of parameters and inputs. ERM has no hypergradient; it
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -79,8 +80,10 @@ def _worker(args) -> dict:
   schedule = optim.lr_schedule(c, info.steps_per_epoch)
   tx = optim.classifier_optimizer(c, schedule)
   state = train.create_train_state(jax.random.PRNGKey(0), model, method, tx, x[:2])
-  step = jax.jit(train.make_train_step(model, method, tx, schedule, hypergrad=args.hypergrad),
-                 donate_argnums=0)
+  phase = method.phase(0) if method.phase is not None else None  # step 0: a meta step
+  step = jax.jit(functools.partial(
+      train.make_train_step(model, method, tx, schedule, hypergrad=args.hypergrad),
+      phase=phase), donate_argnums=0)
   batch = {"x": x, "y": y, "y_true": y}
   meta = {"x": mx, "y": my} if method.uses_meta else None
   rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -67,6 +67,7 @@ class StepContext:
   logits_vjp: Any = None        # VJP of theta -> logits from the step's own forward (optional)
   index: Any = None             # positions of the batch in the training set [N] (per-sample memory)
   input_info: Any = None        # what the method's ``transform_input`` returned (e.g. mixup lambda)
+  phase: Any = None             # static phase from ``Method.phase`` (None: decide on device)
 
   @property
   def batch_size(self):

@@ -60,7 +60,8 @@ def make_train_step(model: models.ModelFns, method: methods.Method,
                     tx: optax.GradientTransformation, schedule: Callable, *,
                     hypergrad: str = "autodiff", norm_size: Optional[int] = None,
                     augment: Optional[Callable] = None, return_cotangent: bool = False):
-  """``train_step(state, batch, meta_batch) -> (state, metrics, weights)`` (pure; jit it).
+  """``train_step(state, batch, meta_batch, phase=None) -> (state, metrics, weights)`` (pure;
+  jit it, with ``phase`` static: ``method.phase(step)`` for methods that declare phases).
 
   ``batch``: ``x``, ``y`` (labels seen), ``y_true`` (clean, for logging only), optionally
   ``index`` (positions in the training set, for methods with per-sample memory);
@@ -69,7 +70,7 @@ def make_train_step(model: models.ModelFns, method: methods.Method,
   ``metrics['logit_cotangent']`` (for step-parity checks; not a scalar, so off in training).
   """
 
-  def train_step(state: TrainState, batch, meta_batch):
+  def train_step(state: TrainState, batch, meta_batch, phase: Optional[int] = None):
     rng = jax.random.fold_in(state.rng, state.step)
     aug_rng, meta_aug_rng, method_rng = jax.random.split(rng, 3)
     x, y = batch["x"], batch["y"]
@@ -100,7 +101,7 @@ def make_train_step(model: models.ModelFns, method: methods.Method,
         labels=y, logits=logits, lr=jnp.asarray(lr, logits.dtype), meta_x=meta_x,
         meta_y=meta_y, rng=method_rng, step=state.step, norm_size=norm_size,
         hypergrad=hypergrad, logits_vjp=vjp_fn, index=batch.get("index"),
-        input_info=input_info)
+        input_info=input_info, phase=phase)
     cotangent, method_state, aux = method.update(ctx, state.method_state)
     if vjp_fn is None:  # recompute the forward for the real update, after the meta step
       _, vjp_fn = jax.vjp(lambda p: forward(p)[0], bilevel.after(state.params, cotangent))
@@ -178,8 +179,8 @@ def with_finite_check(train_step):
   """``step(...) -> (state, metrics, weights, finite)``; ``finite`` maps each scalar metric,
   ``weights`` and each part of the new state to "all finite" (checked inside the jitted step)."""
 
-  def step(state, batch, meta_batch):
-    new_state, step_metrics, weights = train_step(state, batch, meta_batch)
+  def step(state, batch, meta_batch, phase=None):
+    new_state, step_metrics, weights = train_step(state, batch, meta_batch, phase)
     finite = {k: jnp.isfinite(v) for k, v in step_metrics.items()}
     finite.update(weights=_all_finite(weights), params=_all_finite(new_state.params),
                   bn_stats=_all_finite(new_state.model_state),
@@ -273,8 +274,11 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   state = parallel.put_replicated(jax.device_get(state), mesh)
   step_fn = jax.jit(with_finite_check(make_train_step(
       model, method, tx, schedule, hypergrad=config.hypergrad, augment=ds.augment)),
-      out_shardings=parallel.replicated(mesh), donate_argnums=0)
+      out_shardings=parallel.replicated(mesh), donate_argnums=0, static_argnames="phase")
   evaluate = make_eval_fn(model, config.eval_batch_size, mesh, ds.preprocess)
+
+  def phase_of(step: int):
+    return method.phase(step) if method.phase is not None else None
 
   spe, epochs = info.steps_per_epoch, config.num_epochs
   total = epochs * spe
@@ -314,7 +318,8 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   else:
     use_meta_set(None)
   _, probe_batch, probe_meta = batches(0, 0)
-  shapes = jax.eval_shape(step_fn, state, probe_batch, probe_meta)
+  shapes = jax.eval_shape(functools.partial(step_fn, phase=phase_of(0)), state, probe_batch,
+                          probe_meta)
   recorder = metrics.Recorder(sorted(shapes[1]), epochs, ds.y_train, ds.noise_mask,
                               shapes[2].shape[1])
   ckpt = (checkpoint.Checkpointer(workdir, int(config.get("keep_checkpoints", 2)),
@@ -361,7 +366,7 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
         pick_meta_set(epoch, state)
         recorder.meta_picked = meta_set["picked"]
       idx, batch, meta = batches(epoch, s)
-      state, m, w, finite = step_fn(state, batch, meta)
+      state, m, w, finite = step_fn(state, batch, meta, phase=phase_of(step))
       guard.push(step, finite)
       guard.check(keep_last=1)
       recorder.add(epoch, idx, m, w)

@@ -147,11 +147,24 @@ def weight_net(config, info, dtype, num_heads=None):
 
 
 def phase(step, steps_per_epoch: int, warmup_steps: int, meta_every: int, can_meta: bool):
-  """0: warm-up (ERM), 1: reweight without a meta step, 2: meta step then reweight."""
+  """0: warm-up (ERM), 1: reweight without a meta step, 2: meta step then reweight.
+
+  Works on a traced step (``jnp``) and on a host integer (the trainer's static phase)."""
+  xp = np if isinstance(step, (int, np.integer)) else jnp
   if not can_meta:
-    return jnp.where(step < warmup_steps, 0, 1)
+    return int(step >= warmup_steps) if xp is np else xp.where(step < warmup_steps, 0, 1)
   meta_now = (step % steps_per_epoch) % meta_every == 0
-  return jnp.where(step < warmup_steps, 0, jnp.where(meta_now, 2, 1))
+  if xp is np:
+    return 0 if step < warmup_steps else (2 if meta_now else 1)
+  return xp.where(step < warmup_steps, 0, xp.where(meta_now, 2, 1))
+
+
+def run_phase(ctx, branches, idx_traced, operand):
+  """``branches[phase](operand)``: the static ``ctx.phase`` when the trainer gives one (no
+  conditional in the compiled step), else ``lax.switch`` on the traced phase."""
+  if ctx.phase is not None:
+    return branches[ctx.phase](operand), jnp.asarray(ctx.phase)
+  return jax.lax.switch(idx_traced, branches, operand), idx_traced
 
 
 def make(config, info, dtype=None) -> Method:
@@ -201,8 +214,8 @@ def make(config, info, dtype=None) -> Method:
               meta_loss.astype(dtype), w)
 
     branches = [warmup, reweight] + ([meta_then_reweight] if can_meta else [])
-    idx = phase(ctx.step, spe, warmup_steps, meta_every, can_meta)
-    g, net, meta_loss, w = jax.lax.switch(idx, branches, net)
+    (g, net, meta_loss, w), idx = run_phase(
+        ctx, branches, phase(ctx.step, spe, warmup_steps, meta_every, can_meta), net)
     aux = {"meta_loss": meta_loss, "weights": w, "meta_step": (idx == 2).astype(jnp.float32)}
     return g, {"net": net, "meta_loss": meta_loss}, aux
 
@@ -214,5 +227,8 @@ def make(config, info, dtype=None) -> Method:
     return ectx.train_losses(ectx.params, ectx.model_state)
 
   epoch_start = make_epoch_start(group, warmup_epochs, model_losses) if can_meta else None
+  def host_phase(step):
+    return phase(int(step), spe, warmup_steps, meta_every, can_meta)
+
   return Method("cmwnet", init, update, uses_meta=can_meta, weight_fn=weight_fn,
-                epoch_start=epoch_start)
+                phase=host_phase, epoch_start=epoch_start)

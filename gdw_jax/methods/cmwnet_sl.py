@@ -169,8 +169,8 @@ def make(config, info, dtype=None) -> Method:
       return cotangent(w), net, meta_loss.astype(dtype), w
 
     branches = [warmup, reweight] + ([meta_then_reweight] if can_meta else [])
-    idx = cmwnet.phase(step, spe, warmup_steps, meta_every, can_meta)
-    g_out, net, meta_loss, w = jax.lax.switch(idx, branches, state["net"])
+    (g_out, net, meta_loss, w), idx = cmwnet.run_phase(
+        ctx, branches, cmwnet.phase(step, spe, warmup_steps, meta_every, can_meta), state["net"])
     state = dict(state, net=net, meta_loss=meta_loss)
     aux = {"meta_loss": meta_loss, "weights": w[:, :1], "meta_step": (idx == 2).astype(jnp.float32),
            "mix_lambda": lam.astype(jnp.float32),
@@ -189,5 +189,9 @@ def make(config, info, dtype=None) -> Method:
     return ectx.train_losses(params, ema["model_state"])
 
   epoch_start = cmwnet.make_epoch_start(g, warmup_epochs, ema_losses) if can_meta else None
+  def host_phase(step):
+    return cmwnet.phase(int(step), spe, warmup_steps, meta_every, can_meta)
+
   return Method("cmwnet_sl", init, update, uses_meta=can_meta, weight_fn=weight_fn,
-                epoch_start=epoch_start, transform_input=transform_input, init_takes_model=True)
+                phase=host_phase, epoch_start=epoch_start, transform_input=transform_input,
+                init_takes_model=True)
