@@ -43,8 +43,8 @@ def test_injected_nan_stops_run_at_its_step(tmp_path, monkeypatch):
 
 
 def _fake_step(weights_value, param_value):
-  def step(state, batch, meta):
-    del batch, meta
+  def step(state, batch, meta, phase=None):
+    del batch, meta, phase
     new = {"params": {"w": jnp.full((2,), param_value)}}
     return (_State(**new), {"train_loss": jnp.float32(1.0)},
             jnp.full((4, 1), weights_value))
