@@ -6,7 +6,7 @@ Kept thin: the work is in :func:`gdw_jax.train.train_and_evaluate`, importable f
 import os
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -22,6 +22,10 @@ flags.mark_flags_as_required(["workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  if not FLAGS["verbosity"].present:
+    # app.run raises absl logging to INFO; orbax then logs ~30 lines per checkpoint save, which
+    # bury the progress bar. Warnings still show; --verbosity=0 brings the INFO lines back.
+    logging.set_verbosity(logging.WARNING)
   from gdw_jax import train, validation  # after flag parsing: keeps --help fast
   try:
     validation.check_overrides(FLAGS.config, config_flags.get_override_values(FLAGS["config"]))

@@ -106,6 +106,7 @@ def test_cli_runs_default_config_with_overrides(tmp_path):
            "--config.noise_type=flip2")
   assert r.returncode == 0, r.stderr
   assert "last5_acc=" in r.stdout
+  assert "checkpoint" not in r.stderr  # no orbax INFO lines around the progress bar
   cfg = json.loads((workdir / "config.json").read_text())
   assert cfg["method"] == "mwnet" and cfg["noise_type"] == "flip2" and cfg["dataset"] == "digits"
   assert json.loads((workdir / "final.json").read_text())["num_epochs"] == 1
