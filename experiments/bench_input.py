@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import argparse
 import ast
-import json
 import os
 import sys
 import time
 
 import numpy as np
+from gdw_jax import fileio
 
 
 def _load(args):
@@ -163,9 +163,7 @@ def main(argv=None):
         f"(target >= 10)")
   print("input path, us per step: " + ", ".join(f"{k} {v}" for k, v in stages.items()))
   if args.json:
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, "w") as f:
-      json.dump(result, f, indent=2)
+    fileio.write_json(args.json, result)
   return result
 
 

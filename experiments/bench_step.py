@@ -26,6 +26,8 @@ import subprocess
 import sys
 import time
 
+from gdw_jax import fileio
+
 
 def _reset_peak_rss() -> bool:
   """Return freed heap to the OS (glibc keeps what the XLA compiler freed), then reset this
@@ -183,9 +185,7 @@ def main(argv=None) -> int:
         f"{time.time() - t0:.0f}s\n")
   print(table(results))
   if args.json:
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, "w") as f:
-      json.dump(results, f, indent=2)
+    fileio.write_json(args.json, results)
   return 0
 
 

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import argparse
 import ast
-import json
 import os
 import sys
 import tempfile
 import time
 
 import numpy as np
+from gdw_jax import fileio
 
 
 def _parse_value(text):
@@ -133,9 +133,7 @@ def main(argv=None) -> int:
   print(f"\n{desc}, {args.seeds} seed(s), {time.time() - t0:.0f}s total\n")
   print(table(results))
   if args.json:
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, "w") as f:
-      json.dump(results, f, indent=2)
+    fileio.write_json(args.json, results)
   return 0
 
 

@@ -28,6 +28,8 @@ def write_text(path: str, text: str) -> None:
 
 
 def write_json(path: str, obj) -> None:
+  """Atomic, indented JSON; creates the parent folder if needed."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   write_text(path, json.dumps(obj, indent=2))
 
 

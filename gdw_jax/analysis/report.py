@@ -14,6 +14,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from gdw_jax import fileio
 from gdw_jax.analysis import plots, stats
 from gdw_jax.analysis import weight_fn as weight_fn_lib
 from gdw_jax.analysis.workdir import Run, load_run
@@ -312,8 +313,7 @@ def write_report(workdir: str, loss_max: float = 10.0) -> str:
   _finish(doc, run.problems)
   summary["figures"] = doc.figures
   summary["skipped"] = doc.skipped
-  with open(os.path.join(workdir, "analysis.json"), "w") as f:
-    json.dump(summary, f, indent=2)
+  fileio.write_json(os.path.join(workdir, "analysis.json"), summary)
   return _write(doc, os.path.join(workdir, "report.md"))
 
 
@@ -384,8 +384,8 @@ def write_comparison(workdirs: Sequence[str], out_dir: str, loss_max: float = 10
 
   doc.section("Learned weighting functions", weight_fns)
   _finish(doc, [p for r in runs for p in r.problems])
-  with open(os.path.join(out_dir, "comparison.json"), "w") as f:
-    json.dump({"runs": [{"workdir": r.workdir, "label": l, **s}
-                        for r, l, s in zip(runs, labels, summaries)],
-               "figures": doc.figures, "skipped": doc.skipped}, f, indent=2)
+  fileio.write_json(os.path.join(out_dir, "comparison.json"),
+                    {"runs": [{"workdir": r.workdir, "label": l, **s}
+                              for r, l, s in zip(runs, labels, summaries)],
+                     "figures": doc.figures, "skipped": doc.skipped})
   return _write(doc, os.path.join(out_dir, "report.md"))
