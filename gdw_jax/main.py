@@ -14,9 +14,31 @@ _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(_
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for config, labels, metrics and results.")
-config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG, "Training config file.",
-                                lock_config=True)
+
+
+def _no_such_key(e: Exception, argv):
+  key = str(e.args[0] if e.args else e).strip("'\"")
+  given = [a.split("=")[0] for a in argv[1:] if a.startswith("--config.")]
+  culprit = next((g for g in given if g.split(".")[-1] == key), key)
+  print(f"gdw_jax: error: {culprit}: no such config key (see the config file, or "
+        f"--helpfull for the --config.* keys)", file=sys.stderr)
+  sys.exit(2)
+
+
+try:  # with the default config file, ml_collections applies sys.argv's overrides right here
+  config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG, "Training config file.",
+                                  lock_config=True)
+except (KeyError, AttributeError) as _e:
+  _no_such_key(_e, sys.argv)
 flags.mark_flags_as_required(["workdir"])
+
+
+def _parse_flags(argv):
+  """absl's parser, plus a one-line error (not a traceback) for an override of a missing key."""
+  try:
+    return app.parse_flags_with_usage(argv)
+  except (KeyError, AttributeError) as e:
+    _no_such_key(e, argv)
 
 
 def main(argv):
@@ -41,4 +63,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

@@ -117,3 +117,12 @@ def test_config_argument_string(tmp_path):
   assert (c.method, c.noise_type, c.noise_rate) == ("erm", "flip", 0.2)
   with pytest.raises(ValueError, match="unknown config argument"):
     digits.get_config("lr=3")
+
+
+@pytest.mark.parametrize("config", [[], ["--config=configs/digits.py"]])  # default / given file
+def test_cli_unknown_config_key_is_one_line_error(tmp_path, config):
+  r = _cli(*config, f"--workdir={tmp_path / 'w'}", "--config.cmwnet.num_heads=3")
+  assert r.returncode == 2
+  assert r.stderr.strip() == ("gdw_jax: error: --config.cmwnet.num_heads: no such config key "
+                              "(see the config file, or --helpfull for the --config.* keys)")
+  assert not (tmp_path / "w").exists()
