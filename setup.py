@@ -5,7 +5,7 @@ setup(
     name="gdw_jax",
     version="0.1.0",
     description="Generalized Data Weighting and meta-reweighting methods for biased data, in JAX/Flax",
-    long_description=open("README.md").read() if __import__("os").path.exists("README.md") else "",
+    long_description=open("README.md", encoding="utf-8").read() if __import__("os").path.exists("README.md") else "",
     long_description_content_type="text/markdown",
     packages=find_packages(include=["gdw_jax", "gdw_jax.*", "configs", "experiments"]),
     python_requires=">=3.10",
