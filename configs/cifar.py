@@ -58,6 +58,14 @@ def _gdw(c, k):
   c.prob_clamp = 0.999
 
 
+def _method_recipe(c, name: str) -> None:
+  """The method-side settings of published recipe ``name`` (``configs/recipes.py``), keeping the
+  chosen method: ``recipe=...`` may run any method under another method's protocol."""
+  method = c.method
+  recipes.apply(c, name)
+  c.method = method
+
+
 def _mwnet_common(c, k):
   c.batch_size, c.meta_batch_size, c.learning_rate = 100, 100, 0.1
   c.momentum, c.weight_decay = 0.9, 5e-4
@@ -76,10 +84,9 @@ def _mwnet_wrn(c, k):
   (``mwnet.normalise='sum'``), not averaged."""
   _mwnet_common(c, k)
   c.model = "wrn28_10"
-  c.num_epochs, c.lr_milestones, c.nesterov = 41, (37, 39), True
+  c.num_epochs, c.lr_milestones = 41, (37, 39)
   common.default_epoch_switches(c)
-  c.vnet.update(optimizer="sgd", lr=1e-3, weight_decay=5e-4, momentum=0.9, nesterov=True)
-  c.mwnet.update(normalise="sum", live_input=False)
+  _method_recipe(c, "mwnet_wrn")  # also the nesterov classifier
 
 
 def _mwnet_resnet32(c, k):
@@ -90,8 +97,7 @@ def _mwnet_resnet32(c, k):
   c.model = "resnet32"
   c.num_epochs, c.lr_milestones, c.nesterov = 120, (80, 100), False
   common.default_epoch_switches(c)
-  c.vnet.update(optimizer="adam", lr=1e-3, weight_decay=1e-4, momentum=0.0, nesterov=False)
-  c.mwnet.update(normalise="mean", live_input=False)
+  _method_recipe(c, "mwnet_noise")
 
 
 def _mwnet_lt(c, k):
@@ -102,11 +108,9 @@ def _mwnet_lt(c, k):
   sum-normalised weights, weight-net input not detached."""
   _mwnet_common(c, k)
   c.model = "resnet32"
-  c.num_epochs, c.lr_milestones, c.nesterov = 100, (79, 89), True
+  c.num_epochs, c.lr_milestones = 100, (79, 89)
   common.default_epoch_switches(c)
-  c.meta_per_class = 10
-  c.vnet.update(optimizer="sgd", lr=1e-5, weight_decay=5e-4, momentum=0.9, nesterov=True)
-  c.mwnet.update(normalise="sum", live_input=True)
+  _method_recipe(c, "mwnet_imbalance")  # also nesterov and 10 meta images per class
 
 
 def _cmwnet_lt(c, k):
@@ -117,14 +121,9 @@ def _cmwnet_lt(c, k):
   meta set of min-class-count images per class drawn from the training set every epoch."""
   c.model = "resnet32"
   c.batch_size, c.meta_batch_size, c.learning_rate = 100, 100, 0.1
-  c.num_epochs, c.lr_schedule, c.lr_milestones, c.lr_decay = 200, "step_epoch", (160, 180), 0.01
+  c.num_epochs, c.momentum, c.weight_decay = 200, 0.9, 5e-4
   common.default_epoch_switches(c)
-  c.momentum, c.nesterov, c.weight_decay = 0.9, True, 5e-4
-  c.meta_per_class = 0
-  c.vnet.update(optimizer="adam", lr=1e-4, weight_decay=1e-5, momentum=0.0, nesterov=False,
-                amsgrad=True)
-  c.cmwnet.update(warmup_epochs=160, meta_source="train_balanced", select_per_class=0,
-                  normalise="sum_detached", meta_every=1)
+  _method_recipe(c, "cmwnet_lt")  # lr x0.01 at 160/180, nesterov, the CMW-Net options
   c.prob_clamp = 1.0
 
 
@@ -142,12 +141,9 @@ def _cmwnet_fi(c, k):
   c.num_epochs, c.lr_schedule, c.lr_milestones, c.lr_decay = 300, "step_epoch", (150,), 0.1
   common.default_epoch_switches(c)
   c.momentum, c.nesterov, c.weight_decay = 0.9, False, 5e-4
-  c.meta_per_class = 0
-  c.vnet.update(optimizer="adam", lr=1e-4, weight_decay=1e-4, momentum=0.0, nesterov=False)
+  _method_recipe(c, "cmwnet_sl")  # no held-out meta set, the weight net's Adam, EMA, mixup
   warmup = 10 if k == 10 else 30
-  c.cmwnet_sl.update(warmup_epochs=warmup, ema_decay=0.997, mixup_alpha=1.0, meta_every=10,
-                     meta_source="small_loss", select_per_class=10, meta_mixup=True,
-                     pseudo_momentum=0.0)
+  c.cmwnet_sl.warmup_epochs = warmup
   c.cmwnet.update(warmup_epochs=warmup, meta_every=10, meta_source="small_loss",
                   select_per_class=10)
   c.prob_clamp = 1.0
