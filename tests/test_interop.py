@@ -17,16 +17,7 @@ from gdw_jax import interop
 from gdw_jax.interop import CheckpointError, UnsafeCheckpointError, load_torch_state_dict
 from gdw_jax.models.weight_nets import VNet
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FIXTURES = os.path.join(ROOT, "..", "shared", "fixtures")
-
-
-def fixture_path(name):
-  path = os.path.join(FIXTURES, name)
-  if not os.path.isfile(path):
-    pytest.fail(f"fixture {path} is missing: these tests need ../shared/fixtures beside the "
-                f"repository (they are never skipped)")
-  return path
+from tests.official_fixtures import fixture_path
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,4 @@
 """Weighting-net conversion (PyTorch names <-> Flax), export / load, frozen transfer."""
-import os
-
 import flax.serialization
 import jax
 import jax.numpy as jnp
@@ -12,9 +10,8 @@ from gdw_jax import methods, train
 from gdw_jax.methods import transfer
 from gdw_jax.models.weight_nets import CMWNet
 from gdw_jax.validation import ConfigError
+from tests.official_fixtures import fixture_path
 
-FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..",
-                        "shared", "fixtures")
 HEAD_SLOPE_BIAS = [(-2.0, 1.5), (0.5, 2.6), (-0.1, 0.0)]
 
 
@@ -152,7 +149,7 @@ def test_bad_transfer_files_are_config_errors(tmp_path):
 def test_official_cmwnet_vnet_119_reproduces_the_spec_table():
   """The official learned net, read with the torch-free safe loader (never skipped)."""
   from gdw_jax import interop
-  sd = interop.load_torch_state_dict(os.path.join(FIXTURES, "cmwnet_vnet_119.pth"))
+  sd = interop.load_torch_state_dict(fixture_path("cmwnet_vnet_119.pth"))
   params = transfer.cmwnet_from_torch(sd)
   loss = np.array([0.0, 0.5, 1.0, 2.0, 10.0], np.float32)
   table = {0: [0.819, 0.666, 0.424, 0.102, 0.000], 1: [0.933, 0.947, 0.959, 0.977, 1.000],

@@ -12,21 +12,14 @@ import pytest
 
 from gdw_jax import parity
 
+from tests.official_fixtures import fixture_path
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FIXTURES = os.path.join(ROOT, "..", "shared", "fixtures")
 GDW = "official_gdw_cifar10_2steps.npz"
 MWNET = "official_mwnet_cifar10_2steps.npz"
 # 31 convs + 31 BN (scale, bias) + linear (weight, bias) = 95 parameters, 62 BN running
 # statistics, 4 VNet tensors, and the logit cotangent of each of the 2 steps.
 NUM_TENSORS = 95 + 62 + 4 + 2
-
-
-def fixture_path(name):
-  path = os.path.join(FIXTURES, name)
-  if not os.path.isfile(path):
-    pytest.fail(f"parity fixture {path} is missing: the parity tests need ../shared/fixtures "
-                f"beside the repository (they are never skipped)")
-  return path
 
 
 _REPORTS = {}
