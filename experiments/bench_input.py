@@ -107,7 +107,7 @@ def bench_step(x_tr, y_tr, x_meta, y_meta, augment, k, args):
   model = models.get(config.model, k, config)
   method = methods.get("gdw")(config, info)
   schedule = optim.lr_schedule(config, spe)
-  tx = optim.classifier_optimizer(config, schedule)
+  tx = optim.classifier_optimizer(config)
   sample = jax.numpy.asarray(augment(jax.random.PRNGKey(0), x_tr[:2]))
   state = train.create_train_state(jax.random.PRNGKey(0), model, method, tx, sample)
   step = jax.jit(train.make_train_step(model, method, tx, schedule, augment=augment),

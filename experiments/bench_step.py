@@ -80,7 +80,7 @@ def _worker(args) -> dict:
   model = models.get(args.model, k, c)
   method = methods.get(args.method)(c, info)
   schedule = optim.lr_schedule(c, info.steps_per_epoch)
-  tx = optim.classifier_optimizer(c, schedule)
+  tx = optim.classifier_optimizer(c)
   state = train.create_train_state(jax.random.PRNGKey(0), model, method, tx, x[:2])
   phase = method.phase(0) if method.phase is not None else None  # step 0: a meta step
   step = jax.jit(functools.partial(

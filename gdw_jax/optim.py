@@ -63,9 +63,34 @@ def make(name: str, learning_rate, *, weight_decay: float = 0.0, momentum: float
   return opt
 
 
-def classifier_optimizer(config, schedule) -> optax.GradientTransformation:
-  return make("sgd", schedule, weight_decay=float(config.weight_decay),
-              momentum=float(config.momentum), nesterov=bool(config.get("nesterov", False)))
+def classifier_optimizer(config) -> optax.GradientTransformation:
+  """The classifier's SGD (momentum, coupled L2) with the learning rate as an *injected*
+  hyperparameter (``optax.inject_hyperparams``): it keeps no schedule and no step count of its
+  own. The train step computes ``lr = schedule(state.step)`` once and hands that same value to
+  the look-ahead (virtual) step and, through :func:`set_learning_rate`, to this optimizer, so
+  the two cannot disagree, whatever step a train state was created at (parity fixtures recorded
+  mid-training, a resume, a user's own loop)."""
+  weight_decay, momentum = float(config.weight_decay), float(config.momentum)
+  nesterov = bool(config.nesterov)
+
+  def sgd(learning_rate):
+    return make("sgd", learning_rate, weight_decay=weight_decay, momentum=momentum,
+                nesterov=nesterov)
+
+  return optax.inject_hyperparams(sgd)(learning_rate=float(config.learning_rate))
+
+
+def set_learning_rate(opt_state, lr):
+  """``opt_state`` of an injected-lr optimizer (:func:`classifier_optimizer`) with its learning
+  rate set to ``lr`` for the next update."""
+  hyper = getattr(opt_state, "hyperparams", None)
+  if not isinstance(hyper, dict) or "learning_rate" not in hyper:
+    raise TypeError("the classifier optimizer must take its learning rate from the train step "
+                    "(build it with optim.classifier_optimizer or optax.inject_hyperparams); "
+                    f"got a state of type {type(opt_state).__name__} with no injected "
+                    "learning_rate, whose own schedule could disagree with the look-ahead lr")
+  return opt_state._replace(
+      hyperparams={**hyper, "learning_rate": jnp.asarray(lr, hyper["learning_rate"].dtype)})
 
 
 def from_config(group) -> optax.GradientTransformation:

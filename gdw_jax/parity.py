@@ -185,7 +185,7 @@ def _run(fx: Fixture, config) -> Dict[str, Any]:
   info = methods.DataInfo(num_classes, int(fx.y.size), np.bincount(fx.y.ravel(), None,
                                                                    num_classes), spe)
   method = methods.get(config.method)(config, info)
-  tx = optim.classifier_optimizer(config, schedule)
+  tx = optim.classifier_optimizer(config)
   method_state = method.init(jax.random.PRNGKey(0))
   expected = jax.tree.map(jnp.shape, method_state["params"])
   if jax.tree.map(jnp.shape, vparams) != expected:

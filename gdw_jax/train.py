@@ -68,6 +68,10 @@ def make_train_step(model: models.ModelFns, method: methods.Method,
   ``meta_batch``: ``x``, ``y`` or None. ``augment(rng, x) -> x`` runs on device if given.
   ``return_cotangent``: also put the logit cotangent ``G`` ``[N, C]`` of the real update in
   ``metrics['logit_cotangent']`` (for step-parity checks; not a scalar, so off in training).
+
+  ``schedule(step)`` is the one source of the learning rate: the step evaluates it once and uses
+  that value for the method's look-ahead step and for the real update (``tx`` must take an
+  injected learning rate, :func:`gdw_jax.optim.classifier_optimizer`).
   """
 
   def train_step(state: TrainState, batch, meta_batch, phase: Optional[int] = None):
@@ -106,7 +110,8 @@ def make_train_step(model: models.ModelFns, method: methods.Method,
     if vjp_fn is None:  # recompute the forward for the real update, after the meta step
       _, vjp_fn = jax.vjp(lambda p: forward(p)[0], bilevel.after(state.params, cotangent))
     (grads,) = vjp_fn(jax.lax.stop_gradient(cotangent).astype(logits.dtype))
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    opt_state = optim.set_learning_rate(state.opt_state, lr)  # the look-ahead's lr, by construction
+    updates, opt_state = tx.update(grads, opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
 
     weights = aux.pop("weights")
@@ -240,7 +245,7 @@ def setup(config):
     raise ConfigError(str(e)) from None
   validation.validate_method(config, method, int(ds.y_meta.shape[0]))
   schedule = optim.lr_schedule(config, spe)
-  tx = optim.classifier_optimizer(config, schedule)
+  tx = optim.classifier_optimizer(config)
   return ds, info, model, method, schedule, tx
 
 

@@ -139,7 +139,7 @@ def test_mwnet_with_constant_weight_is_weighted_erm():
   config.vnet.weight_decay = 0.0
   info = methods.DataInfo(C, N, np.ones(C), 1)
   method = methods.get("mwnet")(config, info, dtype=jnp.float64)
-  tx = optim.classifier_optimizer(config, lambda s: 0.3)
+  tx = optim.classifier_optimizer(config)
   state = train.create_train_state(jax.random.PRNGKey(1), model, method, tx, ctx.x)
   # ... and make it output the constant sigmoid(0.4) for every loss.
   vparams = jax.tree.map(jnp.zeros_like, state.method_state["params"])
@@ -157,7 +157,7 @@ def test_mwnet_with_constant_weight_is_weighted_erm():
     return c * jnp.mean(losses.cross_entropy(logits, ctx.labels))
 
   grads = jax.grad(weighted_erm)(ctx.params)
-  updates, _ = tx.update(grads, tx.init(ctx.params), ctx.params)
+  updates, _ = tx.update(grads, optim.set_learning_rate(tx.init(ctx.params), 0.3), ctx.params)
   expected = optax.apply_updates(ctx.params, updates)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-14),
                new.params, expected)
@@ -167,7 +167,7 @@ def test_only_the_real_forward_updates_batch_norm_stats():
   model, ctx = _problem(6)
   config = _config("gdw")
   method = methods.get("gdw")(config, methods.DataInfo(C, N, np.ones(C), 1), dtype=jnp.float64)
-  tx = optim.classifier_optimizer(config, lambda s: 0.3)
+  tx = optim.classifier_optimizer(config)
   state = train.create_train_state(jax.random.PRNGKey(1), model, method, tx, ctx.x)
   state = state.replace(params=ctx.params, model_state=ctx.model_state)
   step = jax.jit(train.make_train_step(model, method, tx, lambda s: jnp.asarray(0.3)))
@@ -184,10 +184,10 @@ def test_only_the_real_forward_updates_batch_norm_stats():
 def test_sgd_optimizer_has_pytorch_semantics():
   """Coupled L2 then heavy ball with buf_0 = g: p1 = p0 - lr (g + wd p0)."""
   config = _config("erm", weight_decay=0.01, momentum=0.9)
-  tx = optim.classifier_optimizer(config, lambda s: 0.5)
+  tx = optim.classifier_optimizer(config)
   p0 = {"w": jnp.array([1.0, -2.0], jnp.float64)}
   g = {"w": jnp.array([0.3, 0.1], jnp.float64)}
-  st = tx.init(p0)
+  st = optim.set_learning_rate(tx.init(p0), 0.5)
   u1, st = tx.update(g, st, p0)
   p1 = optax.apply_updates(p0, u1)
   d1 = g["w"] + 0.01 * p0["w"]

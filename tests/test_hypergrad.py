@@ -36,7 +36,7 @@ def _setup(model_name, method, seed=0):
   # Very unequal class counts, so CMW-Net's k-means gives its three families distinct heads.
   info = methods.DataInfo(C, 600, np.array([500, 60, 30, 10]), 10)
   method_obj = methods.get(method)(c, info)
-  tx = optim.classifier_optimizer(c, lambda s: 0.3)
+  tx = optim.classifier_optimizer(c)
   state = train.create_train_state(jax.random.PRNGKey(1), model, method_obj, tx, batch["x"])
   return c, model, method_obj, tx, state, batch, meta
 

@@ -17,8 +17,10 @@ from tests.official_fixtures import fixture_path
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GDW = "official_gdw_cifar10_2steps.npz"
 MWNET = "official_mwnet_cifar10_2steps.npz"
+GDW_EPOCH20 = "official_gdw_cifar10_epoch20_3steps.npz"  # cosine lr 0.0854, not the base 0.1
+FILES = {"gdw": GDW, "mwnet": MWNET, "gdw_epoch20": GDW_EPOCH20}
 # 31 convs + 31 BN (scale, bias) + linear (weight, bias) = 95 parameters, 62 BN running
-# statistics, 4 VNet tensors, and the logit cotangent of each of the 2 steps.
+# statistics, 4 VNet tensors, and the logit cotangent of each step (2, or 3 at epoch 20).
 NUM_TENSORS = 95 + 62 + 4 + 2
 
 
@@ -29,21 +31,23 @@ def _report(which: str, hypergrad: str):
   """Each (fixture, route) runs once per test session (float64 ResNet-32 steps are slow)."""
   key = (which, hypergrad)
   if key not in _REPORTS:
-    _REPORTS[key] = parity.check(fixture_path(GDW if which == "gdw" else MWNET),
-                                 hypergrad=hypergrad)
+    _REPORTS[key] = parity.check(fixture_path(FILES[which]), hypergrad=hypergrad)
   return _REPORTS[key]
 
 
 @pytest.mark.parametrize("hypergrad", ["autodiff", "jvp"])
-@pytest.mark.parametrize("which", ["gdw", "mwnet"])
+@pytest.mark.parametrize("which", ["gdw", "mwnet", "gdw_epoch20"])
 def test_official_step_parity(which, hypergrad):
+  """Every fixture, at any epoch: the epoch-20 one fails (0.43) if the real update takes its lr
+  from an optimizer count that started at 0 while the look-ahead uses the recorded cosine lr."""
   report = _report(which, hypergrad)
-  assert report.method == which
-  assert len(report.rows) == NUM_TENSORS
+  steps = 3 if which == "gdw_epoch20" else 2
+  assert report.method == which.split("_")[0]
+  assert len(report.rows) == NUM_TENSORS - 2 + steps
   names = {r.name for r in report.rows}
   for name in ("conv1.weight", "layer2.0.conv1.weight", "layer3.4.bn2.bias", "linear.weight",
                "layer3.4.bn2.running_mean", "layer3.4.bn2.running_var", "vnet.linear1.weight",
-               "vnet.linear2.bias", "logit_grad[0]", "logit_grad[1]"):
+               "vnet.linear2.bias", *(f"logit_grad[{s}]" for s in range(steps))):
     assert name in names
   # Every tensor really moved in the reference (otherwise the comparison would be vacuous) ...
   assert min(r.ref_norm for r in report.rows) > 0
@@ -52,7 +56,14 @@ def test_official_step_parity(which, hypergrad):
   assert report.max_rel_err < 1e-10, parity.render(report)
   text = parity.render(report)
   assert text.splitlines()[-1] == (f"parity OK max_rel_err={report.max_rel_err:.3e} "
-                                   f"tensors={NUM_TENSORS}")
+                                   f"tensors={len(report.rows)}")
+
+
+def test_epoch20_fixture_records_a_scheduled_lr():
+  """The new fixture really sits mid-schedule (else it would not test the lr's source)."""
+  fx = parity.load_fixture(fixture_path(GDW_EPOCH20))
+  assert int(fx.hyper["epoch"]) == 20 and int(fx.hyper["steps"]) == 3
+  assert abs(float(fx.hyper["lr"]) - 0.0854) < 1e-4 < abs(float(fx.hyper["base_lr"]) - 0.0854)
 
 
 def test_update_errors_are_relative_to_the_reference_update():

@@ -33,7 +33,7 @@ def test_static_phase_steps_equal_traced_switch(method):
   m = methods.get(method)(c, info)
   assert m.phase is not None
   model = models.get("mlp", k, c)
-  tx = optim.classifier_optimizer(c, lambda s: 0.1)
+  tx = optim.classifier_optimizer(c)
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.normal(size=(8, 8, 8, 1)).astype(np.float32))
   batch = {"x": x, "y": jnp.asarray(rng.integers(0, k, 8)), "index": jnp.arange(8)}
