@@ -16,8 +16,20 @@ def parse_arg(arg, **defaults):
     if key not in defaults:
       raise ValueError(f"unknown config argument {key!r}; valid: {', '.join(sorted(defaults))}")
     kind = type(defaults[key])
-    out[key] = (value.lower() in ("1", "true", "yes")) if kind is bool else kind(value)
+    out[key] = _boolean(key, value) if kind is bool else kind(value)
   return out
+
+
+_TRUE, _FALSE = ("1", "true", "yes"), ("0", "false", "no")
+
+
+def _boolean(key, value: str) -> bool:
+  """``true/false/1/0/yes/no`` (any case); anything else (``ture``) is an error, not False."""
+  v = value.strip().lower()
+  if v not in _TRUE + _FALSE:
+    raise ValueError(f"config argument {key}={value!r} is not a boolean; use one of "
+                     f"{', '.join(_TRUE + _FALSE)}")
+  return v in _TRUE
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -35,6 +47,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.imbalance_factor = 1.0         # n_min / n_max in (0, 1]; 1 = balanced
   c.imbalance_type = "exp"         # exp | step
   c.meta_per_class = 10
+  # Given noisy labels (a label file, human labels, a user's own data) are used as they are;
+  # synthetic noise (noise_type / noise_rate) on top of them is refused unless this is True
+  # (CMW-Net's hybrid noise: PMD labels + symmetric / asymmetric noise, as mwn.py does).
+  c.noise_on_given_labels = False
   # Split randomness (gdw_jax/data/corruption.py): numpy (default) | legacy (replays the official
   # code's np.random / random calls, for its exact splits from the python archive). meta_seed -1:
   # meta and training sets from one split (disjoint); >= 0: the meta set is drawn with its own

@@ -34,11 +34,20 @@ flags.mark_flags_as_required(["workdir"])
 
 
 def _parse_flags(argv):
-  """absl's parser, plus a one-line error (not a traceback) for an override of a missing key."""
+  """absl's parser, plus one-line errors (not tracebacks) for an override of a missing key and
+  for a bad ``--config=file.py:key=value`` argument (``official=ture``, an unknown key)."""
   try:
-    return app.parse_flags_with_usage(argv)
+    return FLAGS(argv)
   except (KeyError, AttributeError) as e:
     _no_such_key(e, argv)
+  except flags.Error as e:
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    if "Error whilst parsing config file" in str(e):  # get_config raised: keep its message
+      cause = lines[-1].split(": ", 1)[-1] if ": " in lines[-1] else lines[-1]
+      print(f"gdw_jax: error: {lines[0].split(':', 1)[0]}: {cause}", file=sys.stderr)
+    else:
+      print(f"gdw_jax: error: {' '.join(lines)}", file=sys.stderr)
+    sys.exit(2)
 
 
 def main(argv):
