@@ -42,6 +42,7 @@ RUNTIME_KEYS = ("progress", "tensorboard", "checkpoint", "checkpoint_every_steps
                 "coordinator_address", "num_processes", "process_id")
 
 BOOL_KEYS = ("drop_last", "nesterov", "progress", "checkpoint", "checkpoint_best", "tensorboard",
+             "noise_on_given_labels",
              "distributed")
 
 

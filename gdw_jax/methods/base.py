@@ -73,3 +73,7 @@ class Method(NamedTuple):
   # static ``ctx.phase``, so no phase runs inside ``lax.switch`` (on XLA:CPU a convolution's
   # weight gradient inside a conditional is ~80x slower: 81 s vs 2.5 s per ResNet-32 step).
   phase: Optional[Callable[[int], int]] = None
+  # How the end-of-run list of likely label errors ranks the training samples:
+  # 'probability' (the final model's probability of the given label) or 'weight' (the method's
+  # recorded per-sample weights over the last epochs); see gdw_jax/analysis.
+  label_score: str = "probability"
