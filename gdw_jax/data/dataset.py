@@ -25,6 +25,10 @@ class BiasedDataset:
   corruption_matrix: np.ndarray
   augment: Optional[Callable] = None     # (rng, x) -> x on device, train and meta (see sources)
   preprocess: Optional[Callable] = None  # x -> x on device, evaluation
+  # The source's training pool, shared (not copied) by every dataset built from one source:
+  # x_train = x_pool[train_indices], x_meta = x_pool[meta_indices]. Runs of several seeds keep
+  # these images once (gdw_jax/runs.py). None if the dataset was not built from a pool.
+  x_pool: Optional[np.ndarray] = None
 
   @property
   def num_train(self) -> int:
@@ -62,9 +66,10 @@ class BiasedDataset:
              corruption_matrix=self.corruption_matrix)
 
 
-def build(config) -> BiasedDataset:
-  """Load ``config.dataset`` and apply meta split, noise and imbalance from ``config``."""
-  src = sources.load(config.dataset, config)
+def build(config, source: Optional[sources.Source] = None) -> BiasedDataset:
+  """Load ``config.dataset`` (or use the loaded ``source``) and apply meta split, noise and
+  imbalance from ``config``."""
+  src = sources.load(config.dataset, config) if source is None else source
   meta_seed = int(config.get("meta_seed", -1))
   c = corruption.make_biased_split(
       src.y_pool, num_classes=src.num_classes, noise_type=config.noise_type,
@@ -78,4 +83,5 @@ def build(config) -> BiasedDataset:
       train_indices=c.train_indices,
       x_meta=src.x_pool[c.meta_indices], y_meta=src.y_pool[c.meta_indices],
       meta_indices=c.meta_indices, x_test=src.x_test, y_test=src.y_test,
-      corruption_matrix=c.matrix, augment=src.augment, preprocess=src.preprocess)
+      corruption_matrix=c.matrix, augment=src.augment, preprocess=src.preprocess,
+      x_pool=src.x_pool)

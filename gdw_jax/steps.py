@@ -1,0 +1,142 @@
+"""The compiled step of a launch: every run's step at once, and many steps per call.
+
+:func:`gdw_jax.train.make_train_step` is one run's step (wrapped by
+:func:`gdw_jax.train.with_finite_check`: ``(state, batch, meta) -> (state, metrics, weights,
+finite)``). Here it becomes:
+
+* :class:`RunsStep`: the step of every run of a launch. One run: the step itself. K runs: one
+  ``jax.vmap`` over a leading runs axis of the state, batch and meta batch, so K seeds are one
+  program (on K devices, one run per device: :mod:`gdw_jax.parallel`).
+* :func:`make_chunk_fn`: up to ``max_steps`` steps per call, for data kept on the device. The
+  call gets each step's batch positions (``plan``), gathers the batches from the device-resident
+  images inside ``jit``, runs the steps in a ``lax.fori_loop`` (the trip count is an argument,
+  so one compiled program serves every chunk length) and writes every step's metrics, weights
+  and finite flags into ``[max_steps, ...]`` buffers on the device: one transfer per call.
+* :func:`make_host_step`: the jitted step on batches the host gathered (data that stream).
+
+Both paths run the same step on the same batches; on CPU they give bit-identical results
+(``tests/test_loop.py``).
+"""
+from __future__ import annotations
+
+import functools
+import re
+from typing import Callable, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gdw_jax import parallel
+
+
+class RunsStep:
+  """``step(state, batch, meta, phase) -> (state, metrics, weights, finite)`` for all runs.
+
+  ``batched``: the arguments have a leading runs axis. ``run_steps``: one step for every run
+  (methods built from the same data: one function, vmapped as it is), or one step per run. A
+  run's method may hold constants of its own data (e.g. class-balanced weights from its seed's
+  noisy label counts): then every run's step is traced, the programs must agree up to those
+  constants, and the vmapped program takes each run's constants as an input (still one compiled
+  step; steps that differ in more than constants are refused).
+  """
+
+  def __init__(self, run_steps: Sequence[Callable], batched: bool):
+    self.run_steps, self.batched = list(run_steps), batched
+
+  def __call__(self, state, batch, meta, phase=None):
+    if not self.batched:
+      return self.run_steps[0](state, batch, meta, phase=phase)
+    if len(self.run_steps) == 1:
+      return jax.vmap(functools.partial(self.run_steps[0], phase=phase))(state, batch, meta)
+    return self._with_run_constants(state, batch, meta, phase)
+
+  def _with_run_constants(self, state, batch, meta, phase):
+    def per_run(tree):
+      return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), tree)
+
+    args = (per_run(state), per_run(batch), per_run(meta))
+    traced = [jax.make_jaxpr(functools.partial(s, phase=phase), return_shape=True)(*args)
+              for s in self.run_steps]
+    (program, shapes), texts = traced[0], {_program_text(c) for c, _ in traced}
+    if len(texts) != 1:
+      raise ValueError("the seeds' steps differ in more than constants (the method's program "
+                       "depends on each seed's data); run these seeds as separate launches")
+    consts = [np.stack([np.asarray(c.consts[i]) for c, _ in traced])
+              for i in range(len(program.consts))]
+    out_tree = jax.tree.structure(shapes)
+
+    def one_run(run_consts, state, batch, meta):
+      out = jax.core.eval_jaxpr(program.jaxpr, run_consts, *jax.tree.leaves((state, batch, meta)))
+      return jax.tree.unflatten(out_tree, out)
+
+    return jax.vmap(one_run)(consts, state, batch, meta)
+
+
+def _program_text(closed) -> str:
+  """A traced program without its constants' values (and without object addresses)."""
+  consts = [(np.shape(c), np.asarray(c).dtype.str) for c in closed.consts]
+  return re.sub(r"0x[0-9a-f]+", "", str(closed.jaxpr)) + repr(consts)
+
+
+def gather_batches(images, data, idx, meta_idx):
+  """One run's training batch (positions ``idx`` in its training set) and meta batch (positions
+  ``meta_idx`` in its current meta set, or None) from the device-resident ``images``."""
+  batch = {"x": images[data["train_rows"][idx]], "y": data["labels"][idx],
+           "y_true": data["true_labels"][idx], "index": idx}
+  meta = None
+  if meta_idx is not None:
+    meta = {"x": images[data["meta_rows"][meta_idx]], "y": data["meta_labels"][meta_idx]}
+  return batch, meta
+
+
+def make_chunk_fn(step: Callable, phase: Optional[int], max_steps: int, batched: bool):
+  """``chunk(state, data, plan, n) -> (state, outputs)``: steps ``0..n-1`` of ``plan``.
+
+  ``data``: ``images`` ``[P, ...]`` (shared) and per run ``train_rows``, ``labels``,
+  ``true_labels`` ``[(K,) n_train]``, ``meta_rows``, ``meta_labels`` ``[(K,) n_meta]``;
+  ``plan``: ``idx`` ``[max_steps, (K,) B]`` and ``meta_idx`` ``[max_steps, (K,) B_meta]`` (or
+  None), padded past ``n``; ``outputs``: ``(metrics, weights, finite)`` with a leading
+  ``[max_steps]`` axis (rows past ``n`` are zeros). Jit it with ``phase`` fixed.
+  """
+  inner = jax.jit(step, static_argnames="phase")  # traced once for the shapes and the loop body
+  gather = jax.vmap(gather_batches, in_axes=(None, 0, 0, 0)) if batched else gather_batches
+
+  def chunk(state, data, plan, n):
+    images = data["images"]
+    per_run = {k: v for k, v in data.items() if k != "images"}
+
+    def one(t, state):
+      meta_idx = plan["meta_idx"][t] if plan["meta_idx"] is not None else None
+      batch, meta = gather(images, per_run, plan["idx"][t], meta_idx)
+      state, metrics, weights, finite = inner(state, batch, meta, phase=phase)
+      return state, (metrics, weights, finite)
+
+    shapes = jax.eval_shape(one, 0, state)[1]
+    buffers = jax.tree.map(lambda s: jnp.zeros((max_steps,) + s.shape, s.dtype), shapes)
+
+    def body(t, carry):
+      state, buffers = carry
+      state, outs = one(t, state)
+      buffers = jax.tree.map(lambda b, o: jax.lax.dynamic_update_index_in_dim(b, o, t, 0),
+                             buffers, outs)
+      return state, buffers
+
+    return jax.lax.fori_loop(0, n, body, (state, buffers))
+
+  return chunk
+
+
+def jit_chunk_fn(step: Callable, phase, max_steps: int, batched: bool, mesh):
+  """:func:`make_chunk_fn`, jitted: the state donated, kept where it was (replicated, or split
+  along the runs axis); the outputs replicated (every process reads them)."""
+  return jax.jit(make_chunk_fn(step, phase, max_steps, batched), donate_argnums=0,
+                 out_shardings=(parallel.state_sharding(mesh), parallel.replicated(mesh)))
+
+
+def jit_host_step(step: Callable, phase, mesh):
+  """The step on host-gathered batches, jitted as the per-step loop always was: the state
+  donated; the state replicated (or split along the runs axis), the outputs replicated."""
+  return jax.jit(functools.partial(step, phase=phase), donate_argnums=0,
+                 out_shardings=(parallel.state_sharding(mesh), parallel.replicated(mesh),
+                                parallel.replicated(mesh), parallel.replicated(mesh)))
