@@ -31,12 +31,14 @@ from typing import Any, Dict, List, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
 from gdw_jax import checkpoint, fileio, metrics, parallel, train
 from gdw_jax import runs as runs_lib
 from gdw_jax import steps as steps_lib
 from gdw_jax.data import pipeline
+from gdw_jax.validation import ConfigError
 
 clock = time.perf_counter  # the loop's clock (a test may replace it)
 SECONDS_PER_CALL = 2.0     # steps_per_call=0: calls of about this long (and at most an epoch)
@@ -447,6 +449,13 @@ class Trainer:
     batch, meta = jax.tree.map(jnp.asarray, (batch, meta))
     shapes = jax.eval_shape(functools.partial(self.step_fn.run_steps[0], phase=r.phase(0)),
                             state, batch, meta)
+    if len(self.step_fn.run_steps) > 1:  # the runs' steps must be one program (up to constants)
+      stacked = jax.tree.map(lambda a: jax.ShapeDtypeStruct((r.num_runs,) + a.shape, a.dtype),
+                             (batch, meta))
+      try:
+        jax.eval_shape(functools.partial(self.step_fn, phase=r.phase(0)), self.state, *stacked)
+      except ValueError as e:
+        raise ConfigError(f"seeds: method {r.config.method}: {e}") from None
     return sorted(shapes[1]), shapes[2].shape[1]
 
   # -- resume --------------------------------------------------------------------------------
@@ -540,10 +549,13 @@ class Trainer:
   def _adapt_limit(self, n: int, seconds: float) -> None:
     """``steps_per_call=0``: aim for calls of about :data:`SECONDS_PER_CALL` (a live progress
     bar when steps are slow), at most an epoch."""
-    if self.runs.config.steps_per_call or seconds <= 0:
+    if self.runs.config.steps_per_call:
       return
-    spe = self.runs.steps_per_epoch
-    self.limit = int(np.clip(round(n * SECONDS_PER_CALL / seconds), 1, spe))
+    if jax.process_count() > 1:  # every process must cut the same segments: process 0 decides
+      seconds = float(multihost_utils.broadcast_one_to_all(np.float32(seconds)))
+    if seconds > 0:
+      limit = round(n * SECONDS_PER_CALL / seconds)
+      self.limit = int(np.clip(limit, 1, self.runs.steps_per_epoch))
 
   def _start_epoch(self, epoch: int) -> None:
     for log in self.logs:

@@ -1,6 +1,7 @@
 """Command line: ``python -m gdw_jax.main --config=configs/digits.py --workdir=runs/digits``.
 
-Any config key can be overridden, e.g. ``--config.method=mwnet --config.noise_rate=0.6``.
+Any config key can be overridden, e.g. ``--config.method=mwnet --config.noise_rate=0.6``;
+``--config.seeds=0,1,2,3,4`` trains five seeds as one program (``docs/scaling.md``).
 Kept thin: the work is in :func:`gdw_jax.train.train_and_evaluate`, importable from notebooks.
 """
 import os
@@ -67,6 +68,11 @@ def main(argv):
   except train.NonFiniteError as e:
     print(f"gdw_jax: error: {e}", file=sys.stderr)
     sys.exit(3)
+  if FLAGS.config.seeds:  # several runs: the summary table (mean ± std over seeds)
+    from gdw_jax import runs
+    print(runs.summary_table(final))
+    print(f"-> {os.path.join(FLAGS.workdir, 'summary.json')}")
+    return
   print(f"last5_acc={final['last5_acc']:.2f} best_acc={final['best_acc']:.2f} "
         f"last_acc={final['last_acc']:.2f} -> {os.path.join(FLAGS.workdir, 'final.json')}")
 

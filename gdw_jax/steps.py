@@ -43,6 +43,7 @@ class RunsStep:
 
   def __init__(self, run_steps: Sequence[Callable], batched: bool):
     self.run_steps, self.batched = list(run_steps), batched
+    self._traced = {}
 
   def __call__(self, state, batch, meta, phase=None):
     if not self.batched:
@@ -52,25 +53,34 @@ class RunsStep:
     return self._with_run_constants(state, batch, meta, phase)
 
   def _with_run_constants(self, state, batch, meta, phase):
-    def per_run(tree):
-      return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), tree)
-
-    args = (per_run(state), per_run(batch), per_run(meta))
-    traced = [jax.make_jaxpr(functools.partial(s, phase=phase), return_shape=True)(*args)
-              for s in self.run_steps]
-    (program, shapes), texts = traced[0], {_program_text(c) for c, _ in traced}
-    if len(texts) != 1:
-      raise ValueError("the seeds' steps differ in more than constants (the method's program "
-                       "depends on each seed's data); run these seeds as separate launches")
-    consts = [np.stack([np.asarray(c.consts[i]) for c, _ in traced])
-              for i in range(len(program.consts))]
-    out_tree = jax.tree.structure(shapes)
+    program, consts, out_tree = self._trace_runs(state, batch, meta, phase)
 
     def one_run(run_consts, state, batch, meta):
       out = jax.core.eval_jaxpr(program.jaxpr, run_consts, *jax.tree.leaves((state, batch, meta)))
       return jax.tree.unflatten(out_tree, out)
 
     return jax.vmap(one_run)(consts, state, batch, meta)
+
+  def _trace_runs(self, state, batch, meta, phase):
+    """Every run's step traced on one run's shapes: ``(run 0's program, every run's constants
+    stacked, the output structure)``; cached per phase and shapes."""
+    def per_run(tree):
+      return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), tree)
+
+    args = (per_run(state), per_run(batch), per_run(meta))
+    key = (phase, jax.tree.structure(args), tuple((a.shape, a.dtype)
+                                                  for a in jax.tree.leaves(args)))
+    if key not in self._traced:
+      traced = [jax.make_jaxpr(functools.partial(s, phase=phase), return_shape=True)(*args)
+                for s in self.run_steps]
+      if len({_program_text(c) for c, _ in traced}) != 1:
+        raise ValueError("the seeds' steps differ in more than constants (the method's program "
+                         "depends on each seed's data); run these seeds as separate launches")
+      program, shapes = traced[0]
+      consts = [np.stack([np.asarray(c.consts[i]) for c, _ in traced])
+                for i in range(len(program.consts))]
+      self._traced[key] = (program, consts, jax.tree.structure(shapes))
+    return self._traced[key]
 
 
 def _program_text(closed) -> str:
@@ -127,11 +137,20 @@ def make_chunk_fn(step: Callable, phase: Optional[int], max_steps: int, batched:
   return chunk
 
 
+# XLA hoists loop-invariant work out of a loop body (constants, and ops on them); the hoisted
+# ops then no longer fuse with their consumers, which can change float rounding (e.g. a multiply
+# no longer contracted into a fused multiply-add). Without that pass the step in the loop body
+# compiles as the per-step program does: bit-identical results, and nothing lost, since the
+# per-step path recomputes those values every step too.
+CHUNK_COMPILER_OPTIONS = {"xla_disable_hlo_passes": "while-loop-invariant-code-motion"}
+
+
 def jit_chunk_fn(step: Callable, phase, max_steps: int, batched: bool, mesh):
   """:func:`make_chunk_fn`, jitted: the state donated, kept where it was (replicated, or split
   along the runs axis); the outputs replicated (every process reads them)."""
   return jax.jit(make_chunk_fn(step, phase, max_steps, batched), donate_argnums=0,
-                 out_shardings=(parallel.state_sharding(mesh), parallel.replicated(mesh)))
+                 out_shardings=(parallel.state_sharding(mesh), parallel.replicated(mesh)),
+                 compiler_options=CHUNK_COMPILER_OPTIONS)
 
 
 def jit_host_step(step: Callable, phase, mesh):

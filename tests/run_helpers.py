@@ -109,9 +109,13 @@ def read_rows(workdir):
     return [json.loads(line) for line in f]
 
 
-def read_final(workdir):
-  with open(os.path.join(workdir, "final.json")) as f:
+def read_json(path):
+  with open(path) as f:
     return json.load(f)
+
+
+def read_final(workdir):
+  return read_json(os.path.join(workdir, "final.json"))
 
 
 def without_timing(d):
