@@ -392,20 +392,25 @@ class Trainer:
     self.runs, c = runs, runs.config
     self.timers = Timers()
     self.state = initial_state(runs)
-    self.step_fn = steps_lib.RunsStep([jax.jit(train.with_finite_check(train.make_train_step(
+    self.step_fn = steps_lib.RunsStep([train.with_finite_check(train.make_train_step(
         runs.model, m, runs.tx, runs.schedule, hypergrad=c.hypergrad,
-        augment=runs.datasets[0].augment)), static_argnames="phase")
-        for m in _distinct(runs.methods)], runs.batched)
+        augment=runs.datasets[0].augment)) for m in _distinct(runs.methods)], runs.batched)
     self._make_eval_fns()
     self.metasets = runs_lib.MetaSets(runs)
     no_held_out = not runs.store.meta_rows.shape[1]
     if self.metasets.has_hook and (runs.batched or (runs.method.uses_meta and no_held_out)):
       with self.timers("hooks"):  # sizes for the shapes below; recomputed when epoch 0 starts
         self.metasets.start_epoch(0, self.state, self._train_losses)
-    runs_lib.check_meta_sets_fit(runs, self.metasets)
+    runs_lib.check_meta_sets_fit(self.metasets)
     self.inputs = choose_inputs(runs, self.step_fn)
     self.inputs.set_meta(*self.metasets.rows_and_labels(), self.metasets.batch_size)
-    names, weight_dim = self._output_shapes()
+    batch, meta = self._probe_batches()
+    names, weight_dim, state_shapes = self._output_shapes(batch, meta)
+    # The state enters the loop with the dtypes the step gives it (a float64 run's BN statistics
+    # start as float32; a chunk's loop carry must keep one type). Exact: only widens.
+    self.state = jax.tree.map(lambda a, s: a.astype(s.dtype) if a.dtype != s.dtype else a,
+                              self.state, state_shapes)
+    self._check_one_program(batch, meta)
     runs_lib.write_start_files(runs)  # the first file written: everything above validated
     self.logs = [RunLog(runs, k, names, weight_dim) for k in range(runs.num_runs)]
     self.start = self._restore()
@@ -434,29 +439,41 @@ class Trainer:
       return self.evaluate_one(params, model_state, r.store.train_images(k),
                                r.store.labels[k])["ce"]
 
-  def _output_shapes(self):
-    """The step's metric names and the weights' width, from run 0's step on a probe batch."""
-    r = self.runs
+  def _probe_batches(self):
+    """Run 0's batches of step 0, on the host (shapes and dtypes for the probes below)."""
+    r, st = self.runs, self.runs.store
     idx, midx = self.inputs.indices(0)
-    st = r.store
     batch = {"x": st.images[st.train_rows[0][idx[0]]], "y": st.labels[0][idx[0]],
              "y_true": st.true_labels[0][idx[0]], "index": idx[0]}
     meta = None
     if midx is not None:
       rows, labels = self.metasets.rows_and_labels()
       meta = {"x": st.images[rows[0][midx[0]]], "y": labels[0][midx[0]]}
+    return jax.tree.map(jnp.asarray, (batch, meta))
+
+  def _output_shapes(self, batch, meta):
+    """The step's metric names, the weights' width and the new state's shapes (run 0's step)."""
+    r = self.runs
     state = jax.eval_shape(lambda s: runs_lib.run_slice(s, 0, r.batched), self.state)
-    batch, meta = jax.tree.map(jnp.asarray, (batch, meta))
     shapes = jax.eval_shape(functools.partial(self.step_fn.run_steps[0], phase=r.phase(0)),
                             state, batch, meta)
-    if len(self.step_fn.run_steps) > 1:  # the runs' steps must be one program (up to constants)
-      stacked = jax.tree.map(lambda a: jax.ShapeDtypeStruct((r.num_runs,) + a.shape, a.dtype),
-                             (batch, meta))
-      try:
-        jax.eval_shape(functools.partial(self.step_fn, phase=r.phase(0)), self.state, *stacked)
-      except ValueError as e:
-        raise ConfigError(f"seeds: method {r.config.method}: {e}") from None
-    return sorted(shapes[1]), shapes[2].shape[1]
+    state_shapes = jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct((r.num_runs,) + a.shape if r.batched else a.shape,
+                                       a.dtype), shapes[0])
+    return sorted(shapes[1]), shapes[2].shape[1], state_shapes
+
+  def _check_one_program(self, batch, meta) -> None:
+    """Runs whose methods were built from different data: their steps must be one program up
+    to constants (steps.RunsStep), checked before anything is written."""
+    r = self.runs
+    if len(self.step_fn.run_steps) == 1:
+      return
+    stacked = jax.tree.map(lambda a: jax.ShapeDtypeStruct((r.num_runs,) + a.shape, a.dtype),
+                           (batch, meta))
+    try:
+      jax.eval_shape(functools.partial(self.step_fn, phase=r.phase(0)), self.state, *stacked)
+    except ValueError as e:
+      raise ConfigError(f"seeds: method {r.config.method}: {e}") from None
 
   # -- resume --------------------------------------------------------------------------------
 
@@ -564,6 +581,7 @@ class Trainer:
     if self.metasets.has_hook:
       with self.timers("hooks"):
         self.metasets.start_epoch(epoch, self.state, self._train_losses)
+      self.metasets.check()
       self.inputs.set_meta(*self.metasets.rows_and_labels(), self.metasets.batch_size)
     for k, log in enumerate(self.logs):
       log.recorder.meta_picked = self.metasets.picked[k]

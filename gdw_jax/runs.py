@@ -259,19 +259,18 @@ class MetaSets:
           params=st.params, model_state=st.model_state,
           train_losses=lambda p, ms, k=k: train_losses(k, p, ms))
       self.picked[k] = method.epoch_start(ectx, st.method_state)
-    self.check()
 
   def check(self) -> None:
-    n = self.size
-    if self.runs.method.uses_meta and not n:
+    """The runs' meta sets have one size, and a method that needs one has one."""
+    if self.runs.method.uses_meta and not self.size:
       raise RuntimeError(f"method {self.runs.config.method} needs a meta set but has none")
 
 
-def check_meta_sets_fit(runs: Runs, metasets: MetaSets) -> None:
+def check_meta_sets_fit(metasets: MetaSets) -> None:
   """Before anything is written: seeds whose methods pick meta sets of different sizes cannot
   share one program (CMW-Net's in-train sets have a fixed size per config, so epoch 0 tells)."""
   try:
-    metasets.rows_and_labels()
+    metasets.check()
   except RuntimeError as e:
     raise ConfigError(str(e)) from None
 

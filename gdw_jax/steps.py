@@ -20,10 +20,12 @@ Both paths run the same step on the same batches; on CPU they give bit-identical
 from __future__ import annotations
 
 import functools
+import hashlib
 import re
 from typing import Callable, Optional, Sequence
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 
@@ -42,7 +44,9 @@ class RunsStep:
   """
 
   def __init__(self, run_steps: Sequence[Callable], batched: bool):
-    self.run_steps, self.batched = list(run_steps), batched
+    self.raw_steps, self.batched = list(run_steps), batched
+    # jitted: one trace per phase and shapes, shared by the probes and the compiled programs
+    self.run_steps = [jax.jit(s, static_argnames="phase") for s in run_steps]
     self._traced = {}
 
   def __call__(self, state, batch, meta, phase=None):
@@ -71,8 +75,10 @@ class RunsStep:
     key = (phase, jax.tree.structure(args), tuple((a.shape, a.dtype)
                                                   for a in jax.tree.leaves(args)))
     if key not in self._traced:
+      # the raw (not jitted) steps: their constants are the traced program's own, not hidden
+      # inside an inner jit
       traced = [jax.make_jaxpr(functools.partial(s, phase=phase), return_shape=True)(*args)
-                for s in self.run_steps]
+                for s in self.raw_steps]
       if len({_program_text(c) for c, _ in traced}) != 1:
         raise ValueError("the seeds' steps differ in more than constants (the method's program "
                          "depends on each seed's data); run these seeds as separate launches")
@@ -84,9 +90,26 @@ class RunsStep:
 
 
 def _program_text(closed) -> str:
-  """A traced program without its constants' values (and without object addresses)."""
+  """A traced program without its own constants' values (without object addresses either),
+  but with the values of constants inside nested programs (e.g. an inner jit): those cannot
+  differ between the runs (only the program's own constants become per-run inputs)."""
   consts = [(np.shape(c), np.asarray(c).dtype.str) for c in closed.consts]
-  return re.sub(r"0x[0-9a-f]+", "", str(closed.jaxpr)) + repr(consts)
+  nested = [hashlib.sha1(np.ascontiguousarray(c).tobytes()).hexdigest()
+            for c in _nested_consts(closed.jaxpr)]
+  return re.sub(r"0x[0-9a-f]+", "", str(closed.jaxpr)) + repr(consts) + repr(nested)
+
+
+def _nested_consts(jaxpr) -> list:
+  """The constants of every program nested in ``jaxpr``'s equations, in order, as NumPy."""
+  out = []
+  for eqn in jaxpr.eqns:
+    for value in eqn.params.values():
+      for sub in value if isinstance(value, (tuple, list)) else (value,):
+        if isinstance(sub, jax.extend.core.ClosedJaxpr):
+          out += [np.asarray(c) for c in sub.consts] + _nested_consts(sub.jaxpr)
+        elif isinstance(sub, jax.extend.core.Jaxpr):
+          out += _nested_consts(sub)
+  return out
 
 
 def gather_batches(images, data, idx, meta_idx):

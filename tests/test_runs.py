@@ -18,30 +18,36 @@ from gdw_jax.validation import ConfigError
 # built from different data and the step takes each run's constants as inputs.
 TINY = dict(method="gdw", num_epochs=2, mlp_hidden=[16], checkpoint_every_steps=0, report=False)
 
+# float64, one epoch (12 steps), BN: GDW, and CB, whose class-balanced weights come from each
+# seed's noisy label counts (constants that differ per run: a per-run input of the program).
 FLOAT64 = r"""
 import json, sys
 import numpy as np, jax
 from configs import digits
 from gdw_jax import checkpoint, train
 root = sys.argv[1]
-def config(**kw):
-  c = digits.get_config("method=gdw,noise=uniform,rate=0.4")
+def config(method, **kw):
+  c = digits.get_config(f"method={method},noise=uniform,rate=0.4")
   c.update(dtype="float64", num_epochs=1, mlp_hidden=(16,), mlp_batch_norm=True, progress=False,
            report=False, checkpoint_every_steps=0, **kw)
   return c
-train.train_and_evaluate(config(seeds=(0, 1, 2)), root + "/k3")
-diffs, steps = [], []
-for s in (0, 1, 2):
-  train.train_and_evaluate(config(seed=s), root + f"/alone{s}")
-  a, b = checkpoint.load(root + f"/k3/seed_{s}"), checkpoint.load(root + f"/alone{s}")
-  steps.append(int(a["state"]["step"]))
-  for x, y in zip(jax.tree.leaves(a["state"]), jax.tree.leaves(b["state"])):
-    x, y = np.asarray(x), np.asarray(y)
-    assert x.dtype == y.dtype and x.shape == y.shape
-    if x.dtype.kind == "f":
-      diffs.append(float(np.max(np.abs(x - y), initial=0.0)))
-print("RESULT", json.dumps({"max_diff": max(diffs), "steps": steps,
-                            "dtype": str(np.asarray(a["state"]["params"]["Dense_0"]["kernel"]).dtype)}))
+result = {}
+for method in ("gdw", "cb"):
+  train.train_and_evaluate(config(method, seeds=(0, 1, 2)), f"{root}/{method}")
+  diffs, steps = [], []
+  for s in (0, 1, 2):
+    train.train_and_evaluate(config(method, seed=s), f"{root}/{method}_alone{s}")
+    a = checkpoint.load(f"{root}/{method}/seed_{s}")
+    b = checkpoint.load(f"{root}/{method}_alone{s}")
+    steps.append(int(a["state"]["step"]))
+    for x, y in zip(jax.tree.leaves(a["state"]), jax.tree.leaves(b["state"])):
+      x, y = np.asarray(x), np.asarray(y)
+      assert x.dtype == y.dtype and x.shape == y.shape
+      if x.dtype.kind == "f":
+        diffs.append(float(np.max(np.abs(x - y), initial=0.0)))
+  kernel = np.asarray(a["state"]["params"]["Dense_0"]["kernel"])
+  result[method] = {"max_diff": max(diffs), "steps": steps, "dtype": str(kernel.dtype)}
+print("RESULT", json.dumps(result))
 """
 
 
@@ -104,8 +110,10 @@ def test_each_seed_of_a_launch_equals_that_seed_alone_float64(launches):
   _, results = launches
   out = _ok(results, "float64")
   res = json.loads(out.split("RESULT", 1)[1])
-  assert res["dtype"] == "float64" and res["steps"] == [12, 12, 12]
-  assert res["max_diff"] < 1e-10  # measured: ~1e-16 (vmap changes only summation order)
+  for method in ("gdw", "cb"):
+    r = res[method]
+    assert r["dtype"] == "float64" and r["steps"] == [12, 12, 12]
+    assert r["max_diff"] < 1e-10, method  # measured: 7e-16, 8e-16 (vmap: summation order only)
 
 
 def _config(**kw):
