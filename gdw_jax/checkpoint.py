@@ -59,6 +59,7 @@ class Checkpointer:
   def __init__(self, workdir: str, keep: int = 2, best: bool = True, asynchronous: bool = True):
     self.dir = directory(workdir)
     self.manager = ocp.CheckpointManager(self.dir, options=_options(keep, best, asynchronous))
+    self._saved = set(self.manager.all_steps())  # steps saved by any session (no re-save)
 
   def latest_step(self) -> Optional[int]:
     self.wait()
@@ -77,8 +78,9 @@ class Checkpointer:
            test_acc: Optional[float] = None) -> None:
     """Save at ``step`` (a no-op if that step is already saved). ``test_acc`` is given only for
     epoch-end checkpoints: it ranks them for the keep-the-best policy."""
-    if step in self.all_steps():
+    if step in self._saved:
       return
+    self._saved.add(step)
     self.manager.save(
         step, force=True, metrics={} if test_acc is None else {"test_acc": float(test_acc)},
         args=ocp.args.Composite(state=ocp.args.StandardSave(state),

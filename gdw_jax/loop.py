@@ -668,9 +668,11 @@ class Trainer:
                                      int(steps_done[k]), r.mesh.size, self.elapsed())
       finals.append(final)
       if parallel.is_primary():
-        with self.timers("report"):
-          runs_lib.write_end_files(log.workdir, log.config, log.ds, log.recorder, log.test,
-                                   runs_lib.run_slice(method_states, k, r.batched), final)
+        runs_lib.write_end_files(log.workdir, log.ds, log.recorder, log.test,
+                                 runs_lib.run_slice(method_states, k, r.batched), final)
+    if parallel.is_primary() and r.config.report:
+      with self.timers("report"):
+        runs_lib.write_reports(r.workdirs)
     out = finals[0]
     if r.per_seed_dirs:
       out = runs_lib.summarize(r.seeds, finals)

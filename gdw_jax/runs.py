@@ -310,10 +310,11 @@ def final_summary(config, ds, history, steps: int, num_devices: int,
   }
 
 
-def write_end_files(workdir: str, config, ds, recorder, test, method_state,
+def write_end_files(workdir: str, ds, recorder, test, method_state,
                     final: Dict[str, Any]) -> None:
   """One run's end-of-run files: test predictions, method state, per-sample weights, then
-  ``final.json`` (written last: its presence means the run completed), then the report."""
+  ``final.json`` (written last: its presence means the run completed). The report follows
+  (:func:`write_reports`)."""
   fileio.save_npz(os.path.join(workdir, "predictions.npz"), test_pred=test["pred"],
                   test_labels=ds.y_test)
   fileio.write_bytes(os.path.join(workdir, "method_state.msgpack"),
@@ -322,9 +323,28 @@ def write_end_files(workdir: str, config, ds, recorder, test, method_state,
                   instance_weight=recorder.instance_w, final_weights=recorder.epoch_w,
                   noisy_labels=ds.y_train, true_labels=ds.y_train_true)
   fileio.write_json(os.path.join(workdir, "final.json"), final)
-  if config.report:
-    from gdw_jax.analysis import report  # imported here: matplotlib loads only when needed
-    report.write_report(workdir)
+
+
+def write_reports(workdirs: Sequence[str]) -> None:
+  """Each run's ``report.md`` and figures. Three runs or more on several cores: in worker
+  processes, one per core, each on the CPU backend (drawing figures takes ~3 s per run here,
+  a worker's start about as long)."""
+  from gdw_jax.analysis import report  # imported here: matplotlib loads only when needed
+  workers = min(len(workdirs), os.cpu_count() or 1)
+  if len(workdirs) < 3 or workers < 2:
+    for workdir in workdirs:
+      report.write_report(workdir)
+    return
+  import concurrent.futures
+  import multiprocessing
+  with concurrent.futures.ProcessPoolExecutor(
+      workers, mp_context=multiprocessing.get_context("spawn"),
+      initializer=_report_worker_init) as pool:
+    list(pool.map(report.write_report, workdirs))
+
+
+def _report_worker_init() -> None:
+  jax.config.update("jax_platforms", "cpu")  # never the accelerator the launch holds
 
 
 def summarize(seeds: Sequence[int], finals: Sequence[Dict[str, Any]]) -> Dict[str, Any]:

@@ -35,12 +35,13 @@ from gdw_jax import parallel
 class RunsStep:
   """``step(state, batch, meta, phase) -> (state, metrics, weights, finite)`` for all runs.
 
-  ``batched``: the arguments have a leading runs axis. ``run_steps``: one step for every run
-  (methods built from the same data: one function, vmapped as it is), or one step per run. A
-  run's method may hold constants of its own data (e.g. class-balanced weights from its seed's
-  noisy label counts): then every run's step is traced, the programs must agree up to those
-  constants, and the vmapped program takes each run's constants as an input (still one compiled
-  step; steps that differ in more than constants are refused).
+  ``batched``: the arguments have a leading runs axis (one ``jax.vmap``ped program: each run
+  equals its seed alone up to float summation order). ``run_steps``: one step for every run
+  (methods built from the same data: one function), or one step per run. A run's method may
+  hold constants of its own data (e.g. class-balanced weights from its seed's noisy label
+  counts): then every run's step is traced, the programs must agree up to those constants, and
+  the program takes each run's constants as an input (still one compiled step; steps that
+  differ in more than constants are refused).
   """
 
   def __init__(self, run_steps: Sequence[Callable], batched: bool):
@@ -58,6 +59,8 @@ class RunsStep:
 
   def _with_run_constants(self, state, batch, meta, phase):
     program, consts, out_tree = self._trace_runs(state, batch, meta, phase)
+    if consts is None:  # the same constants in every run: run 0's step is every run's
+      return jax.vmap(functools.partial(self.run_steps[0], phase=phase))(state, batch, meta)
 
     def one_run(run_consts, state, batch, meta):
       out = jax.core.eval_jaxpr(program.jaxpr, run_consts, *jax.tree.leaves((state, batch, meta)))
@@ -67,7 +70,9 @@ class RunsStep:
 
   def _trace_runs(self, state, batch, meta, phase):
     """Every run's step traced on one run's shapes: ``(run 0's program, every run's constants
-    stacked, the output structure)``; cached per phase and shapes."""
+    stacked (None when every run has the same), the output structure)``; cached per phase and
+    shapes. (When every run has the same constants, run 0's step is vmapped as it is: its
+    constants stay compile-time constants, as they are for a run alone.)"""
     def per_run(tree):
       return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), tree)
 
@@ -85,6 +90,8 @@ class RunsStep:
       program, shapes = traced[0]
       consts = [np.stack([np.asarray(c.consts[i]) for c, _ in traced])
                 for i in range(len(program.consts))]
+      if all(np.array_equal(c, c[:1].repeat(len(c), 0)) for c in consts):
+        consts = None
       self._traced[key] = (program, consts, jax.tree.structure(shapes))
     return self._traced[key]
 
