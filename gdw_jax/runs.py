@@ -326,25 +326,11 @@ def write_end_files(workdir: str, ds, recorder, test, method_state,
 
 
 def write_reports(workdirs: Sequence[str]) -> None:
-  """Each run's ``report.md`` and figures. Three runs or more on several cores: in worker
-  processes, one per core, each on the CPU backend (drawing figures takes ~3 s per run here,
-  a worker's start about as long)."""
+  """Each run's ``report.md`` and figures (about 3 s per run here, mostly drawing; worker
+  processes were tried and lost on 2 cores: each must start JAX and matplotlib again)."""
   from gdw_jax.analysis import report  # imported here: matplotlib loads only when needed
-  workers = min(len(workdirs), os.cpu_count() or 1)
-  if len(workdirs) < 3 or workers < 2:
-    for workdir in workdirs:
-      report.write_report(workdir)
-    return
-  import concurrent.futures
-  import multiprocessing
-  with concurrent.futures.ProcessPoolExecutor(
-      workers, mp_context=multiprocessing.get_context("spawn"),
-      initializer=_report_worker_init) as pool:
-    list(pool.map(report.write_report, workdirs))
-
-
-def _report_worker_init() -> None:
-  jax.config.update("jax_platforms", "cpu")  # never the accelerator the launch holds
+  for workdir in workdirs:
+    report.write_report(workdir)
 
 
 def summarize(seeds: Sequence[int], finals: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
