@@ -151,7 +151,14 @@ class FiniteGuard:
 
 
 class _Inputs:
-  """What both providers share: each step's batch positions, per run, and the compiled steps."""
+  """A batch provider: what the loop asks of one, and what both built-in ones share.
+
+  ``set_meta(rows, labels, batch_size)``: the runs' current meta sets (store rows, labels);
+  ``run(state, steps) -> (state, pending)``: dispatch the steps (nothing waits on the device);
+  ``fetch(pending) -> [Block]``: the steps' outputs on the host (the one sync). Each step's
+  batch positions are a pure function of ``(seed, epoch, step)`` (:meth:`indices`); a streaming
+  provider reads the same positions from its own loader.
+  """
 
   def __init__(self, runs: runs_lib.Runs, step_fn):
     self.runs, self.step_fn = runs, step_fn
@@ -243,9 +250,10 @@ class HostInputs(_Inputs):
                                         **parallel.global_rows(meta_labels[0], midx[0],
                                                                mesh=r.mesh)}
       return batch, meta
-    batch = {**parallel.run_rows([images] * r.num_runs, rows, r.mesh),
+    every = [images] * r.num_runs
+    batch = {**parallel.run_rows(every, rows, r.mesh),
              **parallel.run_rows(self.labels, idx, r.mesh)}
-    meta = None if midx is None else {**parallel.run_rows([images] * r.num_runs, meta_rows, r.mesh),
+    meta = None if midx is None else {**parallel.run_rows(every, meta_rows, r.mesh),
                                       **parallel.run_rows(meta_labels, midx, r.mesh)}
     return batch, meta
 
@@ -389,21 +397,37 @@ class Trainer:
   """One launch, from its inputs (:class:`gdw_jax.runs.Runs`) to its files."""
 
   def __init__(self, runs: runs_lib.Runs):
-    self.runs, c = runs, runs.config
+    """Everything is checked before the first file is written; then resume if possible."""
+    self.runs = runs
     self.timers = Timers()
     self.state = initial_state(runs)
     self.step_fn = steps_lib.RunsStep([train.with_finite_check(train.make_train_step(
-        runs.model, m, runs.tx, runs.schedule, hypergrad=c.hypergrad,
+        runs.model, m, runs.tx, runs.schedule, hypergrad=runs.config.hypergrad,
         augment=runs.datasets[0].augment)) for m in _distinct(runs.methods)], runs.batched)
     self._make_eval_fns()
     self.metasets = runs_lib.MetaSets(runs)
-    no_held_out = not runs.store.meta_rows.shape[1]
-    if self.metasets.has_hook and (runs.batched or (runs.method.uses_meta and no_held_out)):
-      with self.timers("hooks"):  # sizes for the shapes below; recomputed when epoch 0 starts
-        self.metasets.start_epoch(0, self.state, self._train_losses)
-    runs_lib.check_meta_sets_fit(self.metasets)
+    self._first_meta_sets()
     self.inputs = choose_inputs(runs, self.step_fn)
     self.inputs.set_meta(*self.metasets.rows_and_labels(), self.metasets.batch_size)
+    names, weight_dim = self._probe_step()
+    runs_lib.write_start_files(runs)  # the first file written: everything above validated
+    self.logs = [RunLog(runs, k, names, weight_dim) for k in range(runs.num_runs)]
+    self.start = self._restore()
+    self._open_records()
+
+  def _first_meta_sets(self) -> None:
+    """Epoch 0's method-picked meta sets, where the shapes need them before training (no
+    held-out set) or the seeds must agree on their size; recomputed when epoch 0 starts."""
+    r = self.runs
+    no_held_out = not r.store.meta_rows.shape[1]
+    if self.metasets.has_hook and (r.batched or (r.method.uses_meta and no_held_out)):
+      with self.timers("hooks"):
+        self.metasets.start_epoch(0, self.state, self._train_losses)
+    runs_lib.check_meta_sets_fit(self.metasets)
+
+  def _probe_step(self):
+    """The step's metric names and weights' width; the state in the step's dtypes; the runs'
+    steps checked to be one program."""
     batch, meta = self._probe_batches()
     names, weight_dim, state_shapes = self._output_shapes(batch, meta)
     # The state enters the loop with the dtypes the step gives it (a float64 run's BN statistics
@@ -411,17 +435,19 @@ class Trainer:
     self.state = jax.tree.map(lambda a, s: a.astype(s.dtype) if a.dtype != s.dtype else a,
                               self.state, state_shapes)
     self._check_one_program(batch, meta)
-    runs_lib.write_start_files(runs)  # the first file written: everything above validated
-    self.logs = [RunLog(runs, k, names, weight_dim) for k in range(runs.num_runs)]
-    self.start = self._restore()
+    return names, weight_dim
+
+  def _open_records(self) -> None:
+    """Metrics writers (rewritten from the restored rows), the finite guard, the clocks."""
+    r = self.runs
     for log in self.logs:
       log.open_writer()
     first = self.logs[0].ckpt
-    self.guard = FiniteGuard(runs.steps_per_epoch, first.dir if first else None,
-                             runs.seeds if runs.batched else None)
+    self.guard = FiniteGuard(r.steps_per_epoch, first.dir if first else None,
+                             r.seeds if r.batched else None)
     self.guard.last_saved = self.start or None
     self.t0 = self.epoch_t0 = clock()
-    self.limit = c.steps_per_call or runs.steps_per_epoch
+    self.limit = r.config.steps_per_call or r.steps_per_epoch
 
   def _make_eval_fns(self):
     r, c = self.runs, self.runs.config

@@ -113,7 +113,8 @@ def test_sigkill_of_three_seeds_then_resume_is_bit_identical_for_each(tmp_path):
     assert (a / "method_state.msgpack").read_bytes() == (b / "method_state.msgpack").read_bytes()
     ca, cb = checkpoint.load(str(a)), checkpoint.load(str(b))
     _assert_trees_equal(ca["state"], cb["state"])
-  assert rh.read_json(full / "summary.json")["mean"] == rh.read_json(killed / "summary.json")["mean"]
+  summaries = [rh.read_json(d / "summary.json") for d in (full, killed)]
+  assert summaries[0]["mean"] == summaries[1]["mean"]
 
 
 def test_rerun_of_finished_run_changes_nothing_and_tensorboard(tmp_path):
