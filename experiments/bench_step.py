@@ -14,6 +14,11 @@ XLA's count of the compiled step's temporary buffers (``memory_analysis``): the 
 the meta step adds on top of parameters and inputs. ERM has no hypergradient; its entry is repeated under each
 ``erm/<hypergrad>`` key. Prints a markdown table; ``--json`` writes
 ``{"<method>/<hypergrad>": {"step_ms", "ratio_to_erm", "peak_mem_mb", "compile_s", ...}}``.
+
+XLA:CPU flags (``gdw_jax/cpu_flags.py``): ``--cpu-flags ours`` (default) runs with the library's
+fast CPU defaults, ``xla`` with XLA's own, ``both`` runs every configuration under each (keys of
+the XLA-default runs end in `` [xla defaults]``) and prints the ERM step ratio, the measurement
+behind docs/benchmarks.md. Each entry records the ``xla_flags`` it ran with.
 """
 from __future__ import annotations
 
@@ -26,7 +31,8 @@ import subprocess
 import sys
 import time
 
-from gdw_jax import fileio
+from gdw_jax import cpu_flags, fileio
+
 
 
 def _reset_peak_rss() -> bool:
@@ -123,16 +129,28 @@ def _worker(args) -> dict:
           "device": dev.device_kind}
 
 
-def _run_config(args, method: str, hypergrad: str) -> dict:
+def _env(flag_set: str) -> dict:
+  """The worker's environment: ours (the library's CPU defaults, where they apply) or XLA's."""
+  env = dict(os.environ, XLA_FLAGS=cpu_flags.user_flags())
+  for key in (cpu_flags.OPT_OUT, cpu_flags.ADDED):
+    env.pop(key, None)
+  if flag_set == "ours":
+    cpu_flags.apply(env)
+  env[cpu_flags.OPT_OUT] = "0"  # the worker runs with exactly these flags
+  return env
+
+
+def _run_config(args, method: str, hypergrad: str, flag_set: str = "ours") -> dict:
   cmd = [sys.executable, "-m", "experiments.bench_step", "--worker", "--model", args.model,
          "--batch", str(args.batch), "--methods", method, "--hypergrad", hypergrad,
          "--steps", str(args.steps), "--warmup", str(args.warmup),
          "--num-classes", str(args.num_classes)]
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  r = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
+  env = _env(flag_set)
+  r = subprocess.run(cmd, cwd=root, capture_output=True, text=True, env=env)
   if r.returncode != 0:
     raise RuntimeError(f"{method}/{hypergrad} failed:\n{r.stderr[-3000:]}")
-  return json.loads(r.stdout.strip().splitlines()[-1])
+  return dict(json.loads(r.stdout.strip().splitlines()[-1]), xla_flags=env["XLA_FLAGS"])
 
 
 def table(results: dict) -> str:
@@ -156,6 +174,8 @@ def main(argv=None) -> int:
   p.add_argument("--warmup", type=int, default=2)
   p.add_argument("--num-classes", type=int, default=10)
   p.add_argument("--json", default=None)
+  p.add_argument("--cpu-flags", default="ours", choices=("ours", "xla", "both"),
+                 help="XLA:CPU flags: the library's fast defaults, XLA's own, or both")
   p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
   args = p.parse_args(argv)
 
@@ -174,16 +194,23 @@ def main(argv=None) -> int:
           f"{', '.join(bilevel.HYPERGRADS)}; --steps >= 10; --batch >= 1)", file=sys.stderr)
     return 2
 
-  results, t0 = {}, time.time()
-  erm = _run_config(args, "erm", hgs[0])
-  for method in chosen:
-    for hg in hgs:
-      r = erm if method == "erm" else _run_config(args, method, hg)
-      results[f"{method}/{hg}"] = dict(r, ratio_to_erm=r["step_ms"] / erm["step_ms"])
-      print(f"{method}/{hg}: {r['step_ms']:.1f} ms", file=sys.stderr, flush=True)
+  results, t0, erms = {}, time.time(), {}
+  sets = ("ours", "xla") if args.cpu_flags == "both" else (args.cpu_flags,)
+  for flag_set in sets:
+    suffix = " [xla defaults]" if flag_set == "xla" and len(sets) > 1 else ""
+    erm = erms[flag_set] = _run_config(args, "erm", hgs[0], flag_set)
+    for method in chosen:
+      for hg in hgs:
+        r = erm if method == "erm" else _run_config(args, method, hg, flag_set)
+        results[f"{method}/{hg}{suffix}"] = dict(r, ratio_to_erm=r["step_ms"] / erm["step_ms"])
+        print(f"{method}/{hg}{suffix}: {r['step_ms']:.1f} ms", file=sys.stderr, flush=True)
   print(f"\n{args.model}, batch {args.batch}, {erm['backend']} ({erm['device']}), "
-        f"{time.time() - t0:.0f}s\n")
+        f"{time.time() - t0:.0f}s; XLA_FLAGS: {erms[sets[0]]['xla_flags'] or '(none)'}\n")
   print(table(results))
+  if len(sets) > 1:
+    ours, xla = erms["ours"]["step_ms"], erms["xla"]["step_ms"]
+    print(f"\nERM step: {ours:.1f} ms with our CPU flags, {xla:.1f} ms with XLA's defaults "
+          f"({xla / ours:.2f}x faster)")
   if args.json:
     fileio.write_json(args.json, results)
   return 0
