@@ -57,7 +57,7 @@ def test_uniform_other_matrix_always_changes_a_resampled_label():
 
 
 def test_builtin_class_maps():
-  assert C10 == {9: 1, 2: 0, 3: 5, 5: 3, 4: 7}      # truck->car, bird->plane, cat<->dog, deer->horse
+  assert C10 == {9: 1, 2: 0, 3: 5, 5: 3, 4: 7}  # truck->car, bird->plane, cat<->dog, deer->horse
   assert noise.CIFAR10_CMWNET_MAP == {9: 1, 2: 0, 3: 5, 4: 7}
   assert noise.BUILTIN_MAPS["digits"] == {7: 1, 2: 7, 3: 8, 5: 6, 6: 5}
   c100 = noise.BUILTIN_MAPS["cifar100"]
