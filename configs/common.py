@@ -42,8 +42,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.model = "mlp"
   c.classifier_head = "auto"       # auto | linear | cosine (auto: cosine for LDAM, as LDAM-DRW)
   # Label noise / imbalance / meta set.
-  c.noise_type = "uniform"         # none | uniform | flip | flip2
+  c.noise_type = "uniform"         # none | uniform | uniform_other | flip | flip2 | sym_exact |
+                                   # sym_other | asym (gdw_jax/data/noise.py, docs/cifar.md)
   c.noise_rate = 0.4
+  c.asym_generator = "dividemix"   # asym draw: dividemix (whole-set count) | cmwnet (its 5->5
+                                   # slip) | absgd (per-class count) | plc (per-sample prob.)
+  c.class_map = ""                 # asym map "src:dst,..." (default: the dataset's built-in one)
   c.imbalance_factor = 1.0         # n_min / n_max in (0, 1]; 1 = balanced
   c.imbalance_type = "exp"         # exp | step
   c.meta_per_class = 10
@@ -51,6 +55,7 @@ def base_config() -> ml_collections.ConfigDict:
   # synthetic noise (noise_type / noise_rate) on top of them is refused unless this is True
   # (CMW-Net's hybrid noise: PMD labels + symmetric / asymmetric noise, as mwn.py does).
   c.noise_on_given_labels = False
+  c.label_file = ""                # .npy of given noisy labels, one per pool image (digits, CIFAR)
   # Split randomness (gdw_jax/data/corruption.py): numpy (default) | legacy (replays the official
   # code's np.random / random calls, for its exact splits from the python archive). meta_seed -1:
   # meta and training sets from one split (disjoint); >= 0: the meta set is drawn with its own
@@ -62,13 +67,22 @@ def base_config() -> ml_collections.ConfigDict:
   c.meta_batch_size = 0            # 0: same as batch_size (capped at the meta set size)
   c.num_epochs = 80
   c.learning_rate = 0.1
-  c.lr_schedule = "cosine_epoch"   # cosine_epoch | constant | step_epoch
+  c.lr_schedule = "cosine_epoch"   # cosine_epoch | constant | step_epoch | cosine_restarts
   c.lr_milestones = ()             # step_epoch only
   c.lr_decay = 0.1
   c.lr_warmup_epochs = 0           # linear per-epoch warm-up lr*(e+1)/W for e < W (LDAM-DRW: 5)
+  # cosine_restarts (PyTorch CosineAnnealingWarmRestarts stepped once per epoch with e - start,
+  # CMW-Net mwn.py): constant lr before lr_restart_epoch, then cosine cycles of T_0, T_0 m, ...
+  c.lr_restart_epoch = 0
+  c.lr_restart_period = 5          # T_0 (epochs)
+  c.lr_restart_mult = 2            # T_mult
+  c.lr_min = 1e-4                  # eta_min
   c.momentum = 0.9
   c.nesterov = False
   c.weight_decay = 5e-4
+  c.weight_decay_overrides = ""    # "pattern:wd,...": params whose path contains pattern (e.g.
+                                   # "fc1:0.01", ABSGD's SCE-CNN) get that L2 instead
+  c.grad_clip_norm = 0.0           # > 0: clip the gradient's global norm before L2 (ABSGD: 5)
   c.drop_last = False              # official loaders keep the last, smaller batch
   c.seed = 0
   c.dtype = "float32"              # float64 for step-parity checks
@@ -84,7 +98,7 @@ def base_config() -> ml_collections.ConfigDict:
   # Base loss every method weights (docs/methods.md). The loss baselines focal / cb / ldam_drw
   # force name / class_weights / drw; epochs below are the CIFAR recipes' (200 epochs).
   c.loss = ml_collections.ConfigDict(dict(
-      name="ce",                   # ce | focal | ldam
+      name="ce",                   # ce | focal | ldam | sce | tce
       class_weights="none",        # none | cb (effective number, normalised to sum C)
       cb_beta=0.9999,
       drw=False,                   # defer the class weights to drw_epoch (DRW)
@@ -92,7 +106,12 @@ def base_config() -> ml_collections.ConfigDict:
       reduction="auto",            # ERM only: auto (LDAM-DRW code) | mean | weighted_mean
       focal_gamma=1.0,
       ldam_max_m=0.5,
-      ldam_s=30.0))
+      ldam_s=30.0,
+      sce_alpha=1.0,               # sce: alpha CE + beta RCE (ABSGD's ABSCE)
+      sce_beta=1.0,
+      tce_q=0.7,                   # tce: (k^q - p_y^q) / q, GCE minus its value at p_y = k (ABTCE)
+      tce_k=0.5,
+      logit_tau=0.0))              # z / ||z||^tau before the loss (ABSGD's class_tau; 0: off)
   c.mwnet = ml_collections.ConfigDict(dict(
       real_weights="updated",      # or "initial"
       normalise="mean",            # mean (MW-Net.py) | sum (WRN / imbalance scripts) | sum_detached

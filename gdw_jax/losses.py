@@ -4,10 +4,13 @@ Every method's real update is a VJP of the logits with a cotangent ``G`` of shap
 for cross-entropy ``dCE_i / dz_i = softmax(z_i) - onehot(y_i)`` (the "label-wise error" E).
 
 The *base loss* (:func:`make_base_loss`) is the per-sample loss every method weights: plain CE,
-focal, or LDAM, optionally times a class-balanced weight ``w_{y_i}`` that can be deferred (DRW).
-Its logit gradient always has the form ``B_i = c_i (q_i - onehot(y_i))`` with ``c_i > 0`` and
-``q_i`` a probability vector (``softmax`` of the effective logits), which is what GDW's zero-mean
-constraint needs (``../shared/specs/absgd_and_imbalance_losses.md`` §2).
+focal, LDAM, or the noise-robust SCE / truncated GCE of ABSGD's label-noise code, optionally
+times a class-balanced weight ``w_{y_i}`` that can be deferred (DRW). Its logit gradient has the
+form ``B_i = c_i (q_i - onehot(y_i))`` with ``c_i > 0`` and ``q_i`` a probability vector
+(``softmax`` of the effective logits), which is what GDW's zero-mean constraint needs
+(``../shared/specs/absgd_and_imbalance_losses.md`` §2): SCE has ``c = alpha + beta A q_y``
+(``A = -log 1e-4``, exact while no probability is below its 1e-7 clip), truncated GCE
+``c = q_y^q``. ``loss.logit_tau > 0`` (ABSGD's logit normalisation) leaves that form.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-LOSS_NAMES = ("ce", "focal", "ldam")
+LOSS_NAMES = ("ce", "focal", "ldam", "sce", "tce")
 CLASS_WEIGHTS = ("none", "cb")
 REDUCTIONS = ("auto", "mean", "weighted_mean")
 
@@ -102,6 +105,42 @@ def ldam_logits(logits, labels, margins, scale: float):
 
 
 # --------------------------------------------------------------------------------------------
+# Noise-robust losses of ABSGD's label-noise code (``absgd_and_imbalance_losses.md`` §1.7).
+
+RCE_LOG_CLIP = 1e-4   # SCE clips the one-hot target at 1e-4 before the log ...
+RCE_PROB_CLIP = 1e-7  # ... and the prediction at 1e-7
+
+
+def reverse_cross_entropy(logits, labels):
+  """SCE's RCE: ``-sum_k clip(q_k, 1e-7, 1) log(clip(onehot_k, 1e-4, 1))`` with ``q = softmax``,
+  i.e. ``-log(1e-4) sum_{k != y} max(q_k, 1e-7)`` (~ ``9.21 (1 - q_y)``)."""
+  q = jnp.clip(jax.nn.softmax(logits, axis=-1), RCE_PROB_CLIP, 1.0)
+  other = 1.0 - jax.nn.one_hot(labels, logits.shape[-1], dtype=q.dtype)
+  return -jnp.log(jnp.asarray(RCE_LOG_CLIP, q.dtype)) * jnp.sum(q * other, axis=-1)
+
+
+def symmetric_cross_entropy(logits, labels, alpha: float, beta: float):
+  """SCE (Wang et al. 2019) per sample: ``alpha CE + beta RCE`` (ABSGD's ``ABSCE`` base loss)."""
+  return alpha * cross_entropy(logits, labels) + beta * reverse_cross_entropy(logits, labels)
+
+
+def truncated_gce(logits, labels, q: float, k: float):
+  """ABSGD's ``TruncatedLoss`` per sample (``ABTCE``): ``L_q(p_y) - L_q(k)`` with the GCE
+  ``L_q(p) = (1 - p^q) / q``, i.e. ``(k^q - p_y^q) / q`` (negative once ``p_y > k``). Its 0/1
+  truncation weights are only refreshed for plain ``TCE`` in that code, so under ABSGD they
+  stay 1 and there is no truncation. ``p_y^q = exp(q log p_y)`` keeps the gradient finite."""
+  logp = -cross_entropy(logits, labels)
+  return (k ** q - jnp.exp(q * logp)) / q
+
+
+def logit_norm(logits, tau: float):
+  """``z / ||z||_2^tau`` per sample (ABSGD's ``class_tau``; ``tau = 0``: unchanged)."""
+  if not tau:
+    return logits
+  return logits / jnp.linalg.norm(logits, axis=-1, keepdims=True) ** tau
+
+
+# --------------------------------------------------------------------------------------------
 # The base loss a method weights.
 
 
@@ -132,7 +171,8 @@ def loss_settings(config, method: Optional[str] = None) -> dict:
   """``config.loss`` with the overrides implied by the method name (e.g. ``ldam_drw``)."""
   group = config.get("loss", None)
   out = dict(name="ce", class_weights="none", cb_beta=0.9999, drw=False, drw_epoch=160,
-             reduction="auto", focal_gamma=1.0, ldam_max_m=0.5, ldam_s=30.0)
+             reduction="auto", focal_gamma=1.0, ldam_max_m=0.5, ldam_s=30.0, sce_alpha=1.0,
+             sce_beta=1.0, tce_q=0.7, tce_k=0.5, logit_tau=0.0)
   if group is not None:
     out.update({k: group[k] for k in group.keys()})
   out.update(METHOD_LOSS_OVERRIDES.get(method or config.get("method", ""), {}))
@@ -159,6 +199,9 @@ def make_base_loss(config, class_counts, steps_per_epoch: int,
   margins = ldam_margins(class_counts, float(s["ldam_max_m"])) if name == "ldam" else None
   scale = float(s["ldam_s"]) if name == "ldam" else 1.0
   gamma = float(s["focal_gamma"])
+  sce_ab = (float(s["sce_alpha"]), float(s["sce_beta"]))
+  tce_qk = (float(s["tce_q"]), float(s["tce_k"]))
+  tau = float(s["logit_tau"])
   reduction = s["reduction"]
   if reduction == "auto":  # LDAM-DRW: F.cross_entropy(weight=) for CE/LDAM, plain mean for focal
     reduction = "mean" if name == "focal" else "weighted_mean"
@@ -170,11 +213,17 @@ def make_base_loss(config, class_counts, steps_per_epoch: int,
     return w
 
   def effective_logits(logits, labels):
+    logits = logit_norm(logits, tau)
     return ldam_logits(logits, labels, margins, scale) if name == "ldam" else logits
 
   def per_sample(logits, labels, step):
     w = class_weight(labels, step).astype(logits.dtype)
-    ce = cross_entropy(effective_logits(logits, labels), labels) * w
+    z = effective_logits(logits, labels)
+    if name == "sce":
+      return symmetric_cross_entropy(z, labels, *sce_ab) * w
+    if name == "tce":
+      return truncated_gce(z, labels, *tce_qk) * w
+    ce = cross_entropy(z, labels) * w
     return focal_from_ce(ce, gamma) if name == "focal" else ce
 
   def probs(logits, labels, prob_clamp=None):
@@ -183,7 +232,7 @@ def make_base_loss(config, class_counts, steps_per_epoch: int,
 
   def logit_grad(logits, labels, step, prob_clamp=None):
     logits = jax.lax.stop_gradient(logits)
-    if name == "ce":  # keeps the official clamped E exactly
+    if name == "ce" and not tau:  # keeps the official clamped E exactly
       w = class_weight(labels, step).astype(logits.dtype)
       return ce_logit_grad(logits, labels, prob_clamp) * w[:, None]
     _, vjp = jax.vjp(lambda z: per_sample(z, labels, step), logits)

@@ -20,6 +20,7 @@ import numbers
 import os
 
 from gdw_jax import bilevel, data, losses, methods, models, optim
+from gdw_jax.data import noise as data_noise
 from gdw_jax.methods.cmwnet import FAMILY_ORDERS, META_SOURCES
 from gdw_jax.methods.cmwnet_sl import SECOND_WEIGHTS
 from gdw_jax.methods.weight_net import NORMALISE
@@ -115,6 +116,7 @@ def validate(config) -> None:
   _one_of(config, "dataset", data.dataset_names())
   _one_of(config, "model", models.names())
   _one_of(config, "noise_type", data.NOISE_TYPES)
+  _validate_noise_options(config)
   _one_of(config, "imbalance_type", data.IMBALANCE_TYPES)
   _one_of(config, "split_rng", data.SPLIT_RNGS)
   _number(config, "meta_seed", -1, integer=True)
@@ -138,6 +140,7 @@ def validate(config) -> None:
   _number(config, "eval_batch_size", 1, integer=True)
   _check(not config.get("nesterov", False) or config.momentum > 0,
          "nesterov=True needs momentum > 0")
+  _validate_optimizer_options(config)
   if config.lr_schedule == "step_epoch":
     _number(config, "lr_decay", 0.0, lo_open=True)
     ms = tuple(config.get("lr_milestones", ()) or ())
@@ -177,6 +180,37 @@ def validate(config) -> None:
   _validate_run_options(config)
 
 
+def _validate_noise_options(config) -> None:
+  """The asym generator and class map, the label file path (its content is checked on load)."""
+  _one_of(config, "asym_generator", data.ASYM_GENERATORS)
+  for key in ("class_map", "label_file"):
+    _present(config, key)
+    _check(isinstance(config[key], str), f"{key} must be a string, got {config[key]!r}")
+  if config.class_map:
+    try:
+      data_noise.parse_class_map(config.class_map)
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
+
+
+def _validate_optimizer_options(config) -> None:
+  """Gradient clipping, per-parameter L2 and the warm-restart schedule's keys."""
+  _number(config, "grad_clip_norm", 0.0)
+  _present(config, "weight_decay_overrides")
+  try:
+    optim.parse_weight_decay_overrides(config.weight_decay_overrides)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+  if config.lr_schedule == "cosine_restarts":
+    _number(config, "lr_restart_epoch", 0, integer=True)
+    _epoch_switch(config, "lr_restart_epoch", config.lr_restart_epoch)
+    _number(config, "lr_restart_period", 1, integer=True)
+    _number(config, "lr_restart_mult", 1, integer=True)
+    _number(config, "lr_min", 0.0)
+    _check(config.lr_min <= config.learning_rate,
+           f"lr_min {config.lr_min} is above learning_rate {config.learning_rate}")
+
+
 def _epoch_switch(config, key, value) -> None:
   _check(value < config.num_epochs,
          f"{key} = {value} is not before the last epoch (num_epochs = {config.num_epochs}): "
@@ -196,6 +230,12 @@ def _validate_loss(config) -> None:
   _number(s, "focal_gamma", 0.0, prefix=p)
   _number(s, "ldam_max_m", 0.0, lo_open=True, prefix=p)
   _number(s, "ldam_s", 0.0, lo_open=True, prefix=p)
+  _number(s, "sce_alpha", 0.0, prefix=p)
+  _number(s, "sce_beta", 0.0, prefix=p)
+  _check(s["sce_alpha"] + s["sce_beta"] > 0, "loss.sce_alpha + loss.sce_beta must be > 0")
+  _number(s, "tce_q", 0.0, 1.0, lo_open=True, prefix=p)
+  _number(s, "tce_k", 0.0, 1.0, lo_open=True, hi_open=True, prefix=p)
+  _number(s, "logit_tau", 0.0, prefix=p)
   if s["drw"]:
     _check(s["class_weights"] != "none", "loss.drw defers class weights: set loss.class_weights")
     _epoch_switch(config, "loss.drw_epoch", s["drw_epoch"])

@@ -6,7 +6,7 @@ from typing import Any, Callable, Dict, Optional
 
 import numpy as np
 
-from gdw_jax.data import corruption, sources
+from gdw_jax.data import corruption, noise, sources
 
 
 @dataclasses.dataclass
@@ -66,12 +66,18 @@ def build(config) -> BiasedDataset:
   """Load ``config.dataset`` and apply meta split, noise and imbalance from ``config``."""
   src = sources.load(config.dataset, config)
   meta_seed = int(config.get("meta_seed", -1))
+  class_map = None
+  if config.noise_type == "asym" and float(config.noise_rate) > 0:
+    class_map = noise.class_map_for(config.dataset, config.asym_generator, config.class_map,
+                                    src.num_classes)
   c = corruption.make_biased_split(
       src.y_pool, num_classes=src.num_classes, noise_type=config.noise_type,
       noise_rate=float(config.noise_rate), imbalance_factor=float(config.imbalance_factor),
       imbalance_type=config.imbalance_type, meta_per_class=int(config.meta_per_class),
       seed=int(config.seed), split_rng=config.get("split_rng", "numpy"),
-      meta_seed=None if meta_seed < 0 else meta_seed, noisy_labels=src.y_pool_noisy)
+      meta_seed=None if meta_seed < 0 else meta_seed, noisy_labels=src.y_pool_noisy,
+      noise_on_given_labels=bool(config.noise_on_given_labels), class_map=class_map,
+      asym_generator=config.asym_generator)
   return BiasedDataset(
       name=src.name, num_classes=src.num_classes,
       x_train=src.x_pool[c.train_indices], y_train=c.noisy_labels, y_train_true=c.true_labels,

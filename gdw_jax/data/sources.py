@@ -13,6 +13,8 @@ from typing import Callable, Dict, NamedTuple, Optional
 
 import numpy as np
 
+from gdw_jax.data import label_files
+
 
 class Source(NamedTuple):
   name: str
@@ -52,7 +54,8 @@ def digits(config) -> Source:
 
   A fixed stratified test split (``digits_test_size`` images, split seed fixed at 0 so every run
   and seed is evaluated on the same clean images); pixels scaled to [0, 1] and standardised with
-  the pool's mean and std.
+  the pool's mean and std. ``label_file``: given noisy labels, one per pool image (1,297 with
+  the default test split), e.g. the PMD labels of ``experiments/make_pmd_noise.py``.
   """
   from sklearn.datasets import load_digits
   from sklearn.model_selection import train_test_split
@@ -66,4 +69,7 @@ def digits(config) -> Source:
   mean, std = x_pool.mean(), x_pool.std()
   x_pool = (x_pool - mean) / std
   x_test = (x_test - mean) / std
-  return Source("digits", x_pool, y_pool, x_test, y_test, 10)
+  noisy = (label_files.load(config.label_file, 10, (y_pool.shape[0],),
+                            f"{y_pool.shape[0]} (one per digits pool image)")
+           if config.get("label_file") else None)
+  return Source("digits", x_pool, y_pool, x_test, y_test, 10, y_pool_noisy=noisy)

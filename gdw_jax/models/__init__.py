@@ -84,6 +84,11 @@ register("wrn", lambda num_classes, config, dtype: WideResNet(
     num_classes, int(config.get("wrn_depth", 28)), int(config.get("wrn_widen", 10)), dtype))
 register("preact_resnet18", lambda num_classes, config, dtype: PreActResNet18(
     num_classes, config.get("preact_shortcut", "activated"), dtype))
+# ResNet-34 of the PMD / ABSGD label-noise code and CMW-Net's padding-0 one; ABSGD's SCE-CNN.
+from gdw_jax.models import resnet34 as _r34  # noqa: E402
+register("resnet34", _r34.resnet34)
+register("resnet34_cmwnet", _r34.resnet34_cmwnet)
+register("sce_cnn", _r34.sce_cnn)
 
 __all__ = ["ModelFns", "functional", "get", "names", "register", "MLP", "SmallCNN", "VNet",
            "CMWNet", "NormedLinear", "classifier_head", "head_kind", "HEADS"]
