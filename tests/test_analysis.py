@@ -263,4 +263,5 @@ def test_report_survives_inconsistent_files(tmp_path):
   assert skipped[0].startswith("Learned weighting function: could not rebuild the weight net")
   assert skipped[1:] == [
       "Clean vs mislabelled weights: sample_weights.npz (7 samples) does not match labels.npz "
-      "(240)", "GDW class-level weights: sample_weights.npz has no final_weights"]
+      "(240)", "GDW class-level weights: sample_weights.npz has no final_weights",
+      "Label issues: label_issues.csv is missing"]
