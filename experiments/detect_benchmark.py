@@ -42,6 +42,7 @@ def base_config(args, seed: int, method: str):
   config = digits.get_config(f"method={method}")
   config.seed, config.noise_type, config.noise_rate = seed, args.noise, args.rate
   config.progress, config.report = False, False
+  config.checkpoint = False  # the fold runs turn it on: their final parameters are read back
   if args.epochs:
     config.num_epochs = args.epochs
   return config
@@ -68,6 +69,7 @@ def fold_probabilities(args, seed: int, ds, root: str) -> np.ndarray:
     config.dataset, config.data_path = "npz", path
     config.noise_type, config.noise_rate = "none", 0.0
     config.image_normalize = False  # digits arrays are standardised already: used as stored
+    config.checkpoint, config.checkpoint_every_steps, config.checkpoint_best = True, 0, False
     workdir = os.path.join(root, f"fold{f}")
     train(config, workdir)
     state = checkpoint.load(workdir)["state"]
@@ -88,7 +90,7 @@ def cleanlab_entries(args, seed: int, ds, root: str):
   wrong = ds.y_train != ds.y_train_true
   quality = get_label_quality_scores(ds.y_train, probs)
   ranked = dict(label_issues.detection(quality, wrong), training_runs=args.folds)
-  mask = find_label_issues(ds.y_train, probs)
+  mask = find_label_issues(ds.y_train, probs, n_jobs=1)  # no fork: JAX is multithreaded
   found = int(mask.sum())
   hits = int((mask & wrong).sum())
   flagged = {"precision": hits / found if found else float("nan"),

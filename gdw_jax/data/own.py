@@ -88,7 +88,7 @@ def check_ids(ids, n: int, where: str) -> np.ndarray:
   ids = ids.astype(str)
   uniq, first, counts = np.unique(ids, return_index=True, return_counts=True)
   if (counts > 1).any():
-    dup = uniq[counts > 1][0]
+    dup = str(uniq[counts > 1][0])
     at = np.flatnonzero(ids == dup)[:2].tolist()
     raise ValueError(f"{where} has duplicate ids: {dup!r} at samples {at[0]} and {at[1]}")
   return ids
