@@ -2,10 +2,11 @@
 
 The trainer (:func:`gdw_jax.train.train_and_evaluate`) writes ``config.json``, ``data.json``,
 ``labels.npz``, ``metrics.jsonl``, ``final.json``, ``sample_weights.npz``, ``predictions.npz``,
-``method_state.msgpack`` and ``label_issues.csv``. A run on given labels whose truth is unknown
-(``labels.npz`` ``truth_known=False``) has no true labels: everything that needs them is skipped. A run killed early, an older run or another trainer may lack some
-of them: :func:`load_run` keeps ``None`` for each missing piece and the analysis skips what it
-cannot draw, so one missing file never hides the rest.
+``method_state.msgpack`` and ``label_issues.csv``. A run killed early, an older run or another
+trainer may lack some of them: :func:`load_run` keeps ``None`` for each missing piece and the
+analysis skips what it cannot draw, so one missing file never hides the rest. A run on given
+labels whose truth is unknown (``labels.npz`` ``truth_known=False``) has no true labels:
+everything that needs them is skipped.
 """
 from __future__ import annotations
 
