@@ -20,6 +20,7 @@ import numbers
 import os
 
 from gdw_jax import bilevel, data, losses, methods, models, optim
+from gdw_jax.data import own
 from gdw_jax.methods.cmwnet import FAMILY_ORDERS, META_SOURCES
 from gdw_jax.methods.cmwnet_sl import SECOND_WEIGHTS
 from gdw_jax.methods.weight_net import NORMALISE
@@ -182,7 +183,6 @@ def validate(config) -> None:
 
 def _validate_own_data(config) -> None:
   """The keys of a user's own data (gdw_jax/data/own.py); files are checked when read."""
-  from gdw_jax.data import own
   _one_of(config, "given_labels", own.GIVEN_LABELS)
   _number(config, "num_classes", 0, integer=True)
   _number(config, "image_size", 0, integer=True)
@@ -202,7 +202,6 @@ def _validate_own_data(config) -> None:
 
 def _meta_hint(config) -> str:
   """How to give a meta set, for the data this config reads."""
-  from gdw_jax.data import own
   if config.dataset not in own.SOURCES:
     return "set meta_per_class >= 1"
   if config.meta_per_class == 0:

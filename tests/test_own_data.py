@@ -286,6 +286,19 @@ def test_folder_mixed_channels_error_or_conversion_and_bad_files(tmp_path):
   assert ds.summary()["source"]["data_root_skipped_images"] == 1
 
 
+def test_own_data_config_reads_root_train_trusted_and_optional_test(tmp_path):
+  from configs import own_data
+  make_folder(tmp_path / "train")
+  make_folder(tmp_path / "trusted", per_class=2)
+  c = own_data.get_config(f"root={tmp_path},image_size=8,natural=true,epochs=3")
+  assert (c.data_root, c.meta_root, c.test_root) == (str(tmp_path / "train"),
+                                                     str(tmp_path / "trusted"), "")
+  assert (c.image_crop_pad, c.image_flip, c.noise_type, c.num_epochs) == (4, True, "none", 3)
+  ds = data.build(c)
+  assert ds.meta_source == "trusted" and ds.y_meta.shape == (6,) and not ds.has_test
+  assert ds.x_train.shape == (18, 8, 8, 3)
+
+
 def test_image_reader_is_reusable_on_a_list_of_files(tmp_path):
   make_folder(tmp_path / "f", per_class=2)
   items = [(str(tmp_path / "f" / "dog" / "0.png"), 5), (str(tmp_path / "f" / "cat" / "1.jpg"), 7)]
