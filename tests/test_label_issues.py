@@ -1,12 +1,12 @@
 """label_issues.csv: scores, ranking and detection numbers by hand; trained MW-Net and GDW rank
 the truly mislabelled digits first; the cleanlab comparison runs end to end."""
 import json
+import pathlib
 
 import numpy as np
 import pytest
 
-from configs import digits
-from gdw_jax import train
+import analysis_runs
 from gdw_jax.analysis import label_issues, report
 
 
@@ -50,16 +50,9 @@ def test_table_columns_names_truth_and_constant_weights_dropped():
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-  """MW-Net and GDW on digits with 40% uniform noise, 15 epochs (seed 0)."""
-  root = tmp_path_factory.mktemp("label_issue_runs")
-  out = {}
-  for method in ("mwnet", "gdw"):
-    c = digits.get_config(f"method={method},epochs=15")
-    c.progress, c.checkpoint = False, False
-    out[method] = root / method
-    train.train_and_evaluate(c, str(out[method]))
-  return out
+def trained():
+  """MW-Net and GDW on digits with 40% uniform noise, 15 epochs, seed 0 (the shared runs)."""
+  return {m: pathlib.Path(w) for m, w in analysis_runs.workdirs().items()}
 
 
 # Measured (digits, 40% uniform, seeds 0-2): at 15 epochs the weight AUROC of MW-Net is 0.996 /
