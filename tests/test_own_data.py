@@ -353,3 +353,17 @@ def test_generic_augment_crops_and_flips_only_when_asked():
   aug, _ = augment.image_transforms([0.0], [1.0], crop_pad=2)
   out = np.asarray(aug(jax.random.PRNGKey(1), np.repeat(x[:1], 16, 0)))
   assert out.shape == (16, 5, 6, 1) and len({o.tobytes() for o in out}) > 1
+
+
+def test_digits_folder_example_data(tmp_path):
+  import csv
+  from experiments import digits_folder
+  n = digits_folder.write(str(tmp_path), rate=0.4, seed=0)
+  assert (n["train"], n["trusted"], n["test"]) == (1197, 100, 500)
+  with open(tmp_path / "truth.csv") as f:
+    rows = list(csv.DictReader(f))
+  assert len(rows) == 1197
+  assert sum(r["path"].split("/")[0] != r["label"] for r in rows) == n["wrong"]
+  assert 0.3 < n["wrong"] / n["train"] < 0.42  # 40% redrawn uniformly: ~36% wrong
+  src = sources.load("folder", tiny(dataset="folder", data_root=str(tmp_path / "train")))
+  assert src.x_pool.shape == (1197, 8, 8, 1) and src.x_pool.max() == 255
