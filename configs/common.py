@@ -62,6 +62,35 @@ def base_config() -> ml_collections.ConfigDict:
   # seed, as the official scripts do (always 1), so it mostly lies in the training set too.
   c.split_rng = "numpy"
   c.meta_seed = -1
+  # A user's own data (dataset=npz | folder | tfds; docs/own_data.md, gdw_jax/data/own.py).
+  c.data_path = ""                 # npz: the .npz file (x_train, y_train, optional others)
+  c.data_root = ""                 # folder: data_root/<class>/<image files>
+  c.label_csv = ""                 # folder: path,label rows overriding the folder's labels
+  c.meta_root = ""                 # folder: the trusted set, same layout
+  c.test_root = ""                 # folder: the test set, same layout
+  c.tfds_name = ""                 # tfds: any image-classification dataset (e.g. mnist)
+  c.data_dir = ""                  # tfds data dir ("": tfds' ~/tensorflow_datasets)
+  c.tfds_train_split = "train"
+  c.tfds_test_split = "test"       # "": no test set
+  c.tfds_meta_split = ""           # a trusted split (e.g. "train[:1000]"); "": none
+  c.tfds_image_key = "image"
+  c.tfds_label_key = "label"
+  c.num_classes = 0                # 0: from the class names, else the largest label + 1
+  # noisy: the labels are used as given (practitioner: the meta set is a trusted set); clean:
+  # they are the truth (research: noise_type / imbalance / meta_per_class apply as for digits).
+  c.given_labels = "noisy"
+  c.trusted_ids = ""               # a file of training ids (one a line) whose labels are trusted
+  c.meta_from_train = False        # no trusted set: draw the meta set from the given labels
+  c.allow_missing_meta_classes = False  # a trusted set lacking a class: a warning, not an error
+  c.skip_bad_images = False        # skip (and count) unreadable image files instead of failing
+  c.image_size = 0                 # folder / tfds: resize to image_size^2 (0: as stored)
+  c.image_channels = 0             # 0: as stored (all alike) | 1 | 3
+  c.image_normalize = True         # per-channel mean / std of the training pool, on device
+  c.image_crop_pad = 0             # random crop with this reflect padding (0: off)
+  c.image_flip = False             # random horizontal flip (off: not for digits, X-rays, ...)
+  # label_issues.csv (every run): the 'weight' score is the mean instance weight over the last
+  # label_score_epochs epochs (gdw_jax/analysis/label_issues.py).
+  c.label_score_epochs = 5
   # Optimisation (classifier): SGD momentum 0.9, coupled L2 5e-4, per-epoch cosine from 0.1.
   c.batch_size = 100
   c.meta_batch_size = 0            # 0: same as batch_size (capped at the meta set size)

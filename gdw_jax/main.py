@@ -73,8 +73,16 @@ def main(argv):
   except train.NonFiniteError as e:
     print(f"gdw_jax: error: {e}", file=sys.stderr)
     sys.exit(3)
-  print(f"last5_acc={final['last5_acc']:.2f} best_acc={final['best_acc']:.2f} "
-        f"last_acc={final['last_acc']:.2f} -> {os.path.join(FLAGS.workdir, 'final.json')}")
+  out = os.path.join(FLAGS.workdir, "final.json")
+  if final["last5_acc"] is None:
+    print(f"trained {final['steps']} steps; no test accuracy (no test set) -> {out}")
+  else:
+    print(f"last5_acc={final['last5_acc']:.2f} best_acc={final['best_acc']:.2f} "
+          f"last_acc={final['last_acc']:.2f} -> {out}")
+  for note in final.get("notes", ()):  # e.g. a meta set that is not known to be clean
+    print(f"note: {note}")
+  print(f"label issues (most suspicious first): "
+        f"{os.path.join(FLAGS.workdir, 'label_issues.csv')}")
 
 
 if __name__ == "__main__":

@@ -281,6 +281,10 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
       model, method, tx, schedule, hypergrad=config.hypergrad, augment=ds.augment)),
       out_shardings=parallel.replicated(mesh), donate_argnums=0, static_argnames="phase")
   evaluate = make_eval_fn(model, config.eval_batch_size, mesh, ds.preprocess)
+  no_test = {"acc": None, "loss": None, "pred": np.zeros(0, np.int64)}  # the data has no test set
+
+  def evaluate_test(state):
+    return evaluate(state.params, state.model_state, x_test, ds.y_test) if ds.has_test else no_test
 
   def phase_of(step: int):
     return method.phase(step) if method.phase is not None else None
@@ -344,7 +348,8 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
                           enabled=primary)
   every = int(config.get("checkpoint_every_steps", 0))
   keep_best = bool(config.get("checkpoint_best", True))
-  best = max([r["test_acc"] for r in recorder.history], default=-np.inf)
+  best = max([r["test_acc"] for r in recorder.history if r["test_acc"] is not None],
+             default=-np.inf)
   t0 = time.time()
   t_epoch = t0
 
@@ -378,12 +383,12 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
       bar.update(1)
       if s % 20 == 0:
         bar.set_postfix(epoch=f"{epoch + 1}/{epochs}", loss=f"{float(m['train_loss']):.3f}",
-                        test_acc=f"{recorder.history[-1]['test_acc']:.2f}"
+                        test_acc=_acc_text(recorder.history[-1]["test_acc"])
                         if recorder.history else "-")
       done, test_acc = step + 1, None
       if s == spe - 1:  # epoch end
         guard.check()
-        test = evaluate(state.params, state.model_state, x_test, ds.y_test)
+        test = evaluate_test(state)
         now = time.time()
         row = recorder.end_epoch(epoch, done, test, elapsed(), now - t_epoch, spe)
         if meta_set["picked"] is not None:  # how clean the method's own meta set is (analysis)
@@ -392,7 +397,7 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
           row["meta_set_noisy_frac"] = float(ds.noise_mask[picked].mean()) if len(picked) else None
         writer.write(row)
         bar.set_postfix(epoch=f"{epoch + 1}/{epochs}", loss=f"{row['train_loss']:.3f}",
-                        test_acc=f"{row['test_acc']:.2f}")
+                        test_acc=_acc_text(row["test_acc"]))
         test_acc = row["test_acc"]
       new_best = test_acc is not None and test_acc > best
       if ckpt is not None and (done == total or (every and done % every == 0)
@@ -408,39 +413,53 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
       ckpt.close()
 
   if test is None:  # resumed from the final checkpoint: nothing left to train
-    test = evaluate(state.params, state.model_state, x_test, ds.y_test)
+    test = evaluate_test(state)
   final = _final_summary(config, ds, recorder.history, int(state.step), mesh.size, elapsed())
+  final["label_score"] = method.label_score  # how label_issues.csv ranks (no method names)
+  train_eval = evaluate(state.params, state.model_state, x_train, ds.y_train)  # label issues
   if primary:
-    _write_final_files(workdir, ds, recorder, test, jax.device_get(state.method_state), final)
+    _write_final_files(workdir, ds, recorder, test, jax.device_get(state.method_state), final,
+                       train_eval, config.label_score_epochs)
     if config.get("report", True):
       from gdw_jax.analysis import report  # imported here: matplotlib loads only when needed
       report.write_report(workdir)
   return final
 
 
+def _acc_text(acc) -> str:
+  return "-" if acc is None else f"{acc:.2f}"
+
+
 def _final_summary(config, ds, history, steps: int, num_devices: int, wall_time: float):
   accs = [r["test_acc"] for r in history]
+  has = bool(accs) and accs[-1] is not None  # no test set: every accuracy is None
   return {
       "method": config.method, "dataset": config.dataset, "noise_type": config.noise_type,
       "noise_rate": config.noise_rate, "imbalance_factor": config.imbalance_factor,
       "seed": config.seed, "num_epochs": config.num_epochs, "steps": steps,
-      "last_acc": accs[-1], "best_acc": max(accs), "best_epoch": int(np.argmax(accs)),
-      "last5_acc": float(np.mean(accs[-5:])),
+      "last_acc": accs[-1] if has else None, "best_acc": max(accs) if has else None,
+      "best_epoch": int(np.argmax(accs)) if has else None,
+      "last5_acc": float(np.mean(accs[-5:])) if has else None,
       "final_train_loss": history[-1]["train_loss"],
-      "realised_noise_rate": float(ds.noise_mask.mean()),
+      "realised_noise_rate": ds.realised_noise_rate, "notes": list(ds.notes),
       "num_devices": num_devices, "num_processes": jax.process_count(),
       "wall_time_s": wall_time,
   }
 
 
-def _write_final_files(workdir, ds, recorder, test, method_state, final) -> None:
-  """Test predictions, method state, per-sample weights, then ``final.json`` (written last: its
-  presence means the run completed)."""
+def _write_final_files(workdir, ds, recorder, test, method_state, final, train_eval,
+                       label_score_epochs: int) -> None:
+  """Test predictions, method state, per-sample weights, ``label_issues.csv``, then
+  ``final.json`` (written last: its presence means the run completed)."""
+  from gdw_jax.analysis import label_issues  # pylint: disable=import-outside-toplevel
   fileio.save_npz(os.path.join(workdir, "predictions.npz"), test_pred=test["pred"],
                   test_labels=ds.y_test)
   fileio.write_bytes(os.path.join(workdir, "method_state.msgpack"),
                      flax.serialization.to_bytes(method_state))
   fileio.save_npz(os.path.join(workdir, "sample_weights.npz"),
                   instance_weight=recorder.instance_w, final_weights=recorder.epoch_w,
-                  noisy_labels=ds.y_train, true_labels=ds.y_train_true)
+                  noisy_labels=ds.y_train,
+                  **({"true_labels": ds.y_train_true} if ds.truth_known else {}))
+  label_issues.write_for_run(label_issues.path_in(workdir), ds, train_eval, recorder.instance_w,
+                             final["label_score"], label_score_epochs)
   fileio.write_json(os.path.join(workdir, "final.json"), final)

@@ -21,6 +21,7 @@ import os
 
 from gdw_jax import bilevel, data, losses, methods, models, optim
 from gdw_jax.data import noise as data_noise
+from gdw_jax.data import own
 from gdw_jax.methods.cmwnet import FAMILY_ORDERS, META_SOURCES
 from gdw_jax.methods.cmwnet_sl import SECOND_WEIGHTS
 from gdw_jax.methods.weight_net import NORMALISE
@@ -44,6 +45,8 @@ RUNTIME_KEYS = ("progress", "tensorboard", "checkpoint", "checkpoint_every_steps
 
 BOOL_KEYS = ("drop_last", "nesterov", "progress", "checkpoint", "checkpoint_best", "tensorboard",
              "noise_on_given_labels",
+             "meta_from_train", "allow_missing_meta_classes", "skip_bad_images",
+             "image_normalize", "image_flip",
              "distributed")
 
 
@@ -150,6 +153,7 @@ def validate(config) -> None:
   _one_of(config, "classifier_head", models.HEADS)
   _number(config, "lr_warmup_epochs", 0, integer=True)
   _validate_loss(config)
+  _validate_own_data(config)
   needs_net = config.method in ("mwnet", "gdw")
   needs_meta = config.method in ("mwnet", "gdw", "l2rw")
   if config.method in ("cmwnet", "cmwnet_sl"):
@@ -209,6 +213,34 @@ def _validate_optimizer_options(config) -> None:
     _number(config, "lr_min", 0.0)
     _check(config.lr_min <= config.learning_rate,
            f"lr_min {config.lr_min} is above learning_rate {config.learning_rate}")
+
+
+def _validate_own_data(config) -> None:
+  """The keys of a user's own data (gdw_jax/data/own.py); files are checked when read."""
+  _one_of(config, "given_labels", own.GIVEN_LABELS)
+  _number(config, "num_classes", 0, integer=True)
+  _number(config, "image_size", 0, integer=True)
+  _one_of(config, "image_channels", (0, 1, 3))
+  _number(config, "image_crop_pad", 0, integer=True)
+  _number(config, "label_score_epochs", 1, integer=True)
+  for key in ("data_path", "data_root", "label_csv", "meta_root", "test_root", "tfds_name",
+              "data_dir", "tfds_train_split", "tfds_test_split", "tfds_meta_split",
+              "tfds_image_key", "tfds_label_key", "trusted_ids"):
+    _present(config, key)
+    _check(isinstance(config[key], str), f"{key} must be a string, got {config[key]!r}")
+  needs = {"npz": "data_path", "folder": "data_root", "tfds": "tfds_name"}
+  if config.dataset in needs:
+    key = needs[config.dataset]
+    _check(bool(config[key]), f"dataset={config.dataset} needs {key} (docs/own_data.md)")
+
+
+def _meta_hint(config) -> str:
+  """How to give a meta set, for the data this config reads."""
+  if config.dataset not in own.SOURCES:
+    return "set meta_per_class >= 1"
+  if config.meta_per_class == 0:
+    return f"set meta_per_class >= 1 if the labels are clean; else {own.TRUSTED_SET_HOWTO}"
+  return own.TRUSTED_SET_HOWTO
 
 
 def _epoch_switch(config, key, value) -> None:
@@ -352,7 +384,7 @@ def validate_data(config, num_train: int, num_devices: int) -> None:
 def validate_method(config, method, num_meta: int) -> None:
   """What only the built method knows: whether it needs a meta set."""
   _check(not method.uses_meta or num_meta > 0 or method.epoch_start is not None,
-         f"method {config.method} needs a meta set, but it is empty (set meta_per_class >= 1)")
+         f"method {config.method} needs a meta set, but it is empty ({_meta_hint(config)})")
 
 
 def _comparable(config_dict):

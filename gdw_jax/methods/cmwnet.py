@@ -231,4 +231,4 @@ def make(config, info, dtype=None) -> Method:
     return phase(int(step), spe, warmup_steps, meta_every, can_meta)
 
   return Method("cmwnet", init, update, uses_meta=can_meta, weight_fn=weight_fn,
-                phase=host_phase, epoch_start=epoch_start)
+                phase=host_phase, epoch_start=epoch_start, label_score="weight")

@@ -194,4 +194,4 @@ def make(config, info, dtype=None) -> Method:
 
   return Method("cmwnet_sl", init, update, uses_meta=can_meta, weight_fn=weight_fn,
                 phase=host_phase, epoch_start=epoch_start, transform_input=transform_input,
-                init_takes_model=True)
+                init_takes_model=True, label_score="weight")

@@ -43,4 +43,4 @@ def make(config, info) -> Method:
     return b * w, state, {"meta_loss": meta_loss, "weights": w * b.shape[0],
                           "zero_weight_steps": (jnp.sum(w) == 0).astype(b.dtype)}
 
-  return Method("l2rw", init, update, uses_meta=True)
+  return Method("l2rw", init, update, uses_meta=True, label_score="weight")

@@ -57,4 +57,5 @@ def make(config, info, dtype=None) -> Method:
     del labels
     return wnet.apply(state["params"], loss[:, None])[:, 0]
 
-  return Method("mwnet", wnet.init, update, uses_meta=True, weight_fn=weight_fn)
+  return Method("mwnet", wnet.init, update, uses_meta=True, weight_fn=weight_fn,
+                label_score="weight")
