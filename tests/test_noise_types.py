@@ -191,7 +191,7 @@ def test_digits_config_builds_each_generator_and_label_files(tmp_path):
     ({"noise_type": "asym", "asym_generator": "coteaching"}, "unknown asym_generator"),
     ({"label_file": "/nonexistent/l.npy", "noise_type": "none"}, "does not exist"),
     ({"label_file": "WRONG_LENGTH", "noise_type": "none"}, "has 5 labels; expected 1297"),
-    ({"label_file": "GOOD", "noise_type": "uniform"}, "noise_on_given_labels=True"),
+    ({"label_file": "GOOD", "noise_type": "uniform"}, "noise_on_given_labels=true to add it"),
 ])
 def test_bad_noise_input_is_one_config_error(overrides, message, tmp_path):
   np.save(tmp_path / "short.npy", np.zeros(5, np.int64))
