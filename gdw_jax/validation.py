@@ -19,7 +19,7 @@ import json
 import numbers
 import os
 
-from gdw_jax import bilevel, data, losses, methods, models, optim
+from gdw_jax import bilevel, data, interop, losses, methods, models, optim
 from gdw_jax.methods.cmwnet import FAMILY_ORDERS, META_SOURCES
 from gdw_jax.methods.cmwnet_sl import SECOND_WEIGHTS
 from gdw_jax.methods.weight_net import NORMALISE
@@ -145,6 +145,7 @@ def validate(config) -> None:
            and list(ms) == sorted(set(ms)),
            f"lr_milestones must be increasing positive epoch numbers, got {ms}")
   _one_of(config, "classifier_head", models.HEADS)
+  _validate_precision_and_init(config)
   _number(config, "lr_warmup_epochs", 0, integer=True)
   _validate_loss(config)
   needs_net = config.method in ("mwnet", "gdw")
@@ -175,6 +176,28 @@ def validate(config) -> None:
     _check(0 < config.gdw.weight_min <= config.gdw.weight_max,
            "gdw.weight_min must be > 0 and <= gdw.weight_max")
   _validate_run_options(config)
+
+
+def _validate_precision_and_init(config) -> None:
+  """``compute_dtype`` (mixed precision) and ``init_from`` (pretrained PyTorch weights: the file
+  is read and checked against the model here, before anything is written)."""
+  _present(config, "compute_dtype")
+  valid = models.precision.COMPUTE_DTYPES
+  _check(config.compute_dtype in valid, f"unknown compute_dtype {config.compute_dtype!r}; valid: "
+                                        f"'' (same as dtype), {', '.join(valid[1:])}")
+  if config.compute_dtype not in ("", config.dtype):
+    _check(config.dtype == "float32", f"compute_dtype={config.compute_dtype} needs "
+                                      f"dtype=float32 (the parameters' dtype), got {config.dtype}")
+    mixed = [m for m in models.names() if models.supports_compute_dtype(m)]
+    _check(models.supports_compute_dtype(config.model),
+           f"compute_dtype={config.compute_dtype}: model {config.model} computes in its "
+           f"parameter dtype only; models with mixed precision: {', '.join(mixed)}")
+  _present(config, "init_from")
+  if config.init_from:
+    try:
+      interop.check_init_from(config.init_from, config.model)
+    except interop.CheckpointError as e:
+      raise ConfigError(f"init_from {e}") from None
 
 
 def _epoch_switch(config, key, value) -> None:
