@@ -19,6 +19,7 @@ def test_bench_step_writes_the_documented_json(tmp_path, capsys):
     assert v["step_ms"] > 0 and v["compile_s"] > 0 and v["peak_mem_mb"] > 0
     assert v["steps_timed"] == 10 and v["backend"] == "cpu"
     assert v["ratio_to_erm"] == pytest.approx(v["step_ms"] / r["erm/jvp"]["step_ms"])
+    assert v["images_per_s"] == pytest.approx(8 / (v["step_ms"] / 1e3))
   assert r["erm/jvp"] == r["erm/autodiff"]  # ERM has no hypergradient: measured once
   assert r["gdw/jvp"]["step_ms"] != r["gdw/autodiff"]["step_ms"]  # two real measurements
   table = capsys.readouterr().out
@@ -26,7 +27,8 @@ def test_bench_step_writes_the_documented_json(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv", [["--methods", "nope"], ["--hypergrad", "fast"],
-                                  ["--steps", "3"], ["--model", "vgg"]])
+                                  ["--steps", "3"], ["--model", "vgg"],
+                                  ["--model", "resnet32", "--compute-dtype", "bfloat16"]])
 def test_bench_step_refuses_bad_arguments(argv, capsys):
   assert bench_step.main(argv) == 2
   assert "error: bad arguments" in capsys.readouterr().err
