@@ -145,7 +145,6 @@ def validate(config) -> None:
            and list(ms) == sorted(set(ms)),
            f"lr_milestones must be increasing positive epoch numbers, got {ms}")
   _one_of(config, "classifier_head", models.HEADS)
-  _validate_precision_and_init(config)
   _number(config, "lr_warmup_epochs", 0, integer=True)
   _validate_loss(config)
   needs_net = config.method in ("mwnet", "gdw")
@@ -176,6 +175,7 @@ def validate(config) -> None:
     _check(0 < config.gdw.weight_min <= config.gdw.weight_max,
            "gdw.weight_min must be > 0 and <= gdw.weight_max")
   _validate_run_options(config)
+  _validate_precision_and_init(config)  # last: init_from reads the checkpoint
 
 
 def _validate_precision_and_init(config) -> None:

@@ -68,3 +68,11 @@ def test_bfloat16_step_keeps_float32_state_and_tracks_float32(gdw_steps):
   assert 1e-4 < rel < 0.05  # > 1e-4: the convolutions really ran in bfloat16
   assert float(metrics["train_loss"]) == pytest.approx(float(ref_metrics["train_loss"]), rel=5e-3)
   assert float(metrics["meta_loss"]) == pytest.approx(float(ref_metrics["meta_loss"]), rel=5e-3)
+
+
+@pytest.mark.parametrize("argv", [["--model", "resnet32"], ["--methods", "nope"],
+                                  ["--image-size", "8"]])
+def test_bench_precision_refuses_bad_arguments(argv, capsys):
+  from experiments import bench_precision
+  assert bench_precision.main(argv) == 2
+  assert "error: bad arguments" in capsys.readouterr().err
