@@ -179,13 +179,18 @@ def test_small_vgg_matches_a_pytorch_layout_forward():
 def test_vgg_dropout_needs_a_key_and_only_acts_in_train_mode():
   module = VGG(3, (4, "M"), hidden=64, pool_size=2, dropout_rate=0.5)
   x = jax.random.normal(jax.random.PRNGKey(1), (4, 8, 8, 3))
-  variables = jax.jit(lambda k: module.init(k, x, train=False))(jax.random.PRNGKey(0))
-  evaluate = jax.jit(lambda v: module.apply(v, x, train=False))
-  train = jax.jit(lambda v, k: module.apply(v, x, train=True, rngs={"dropout": k},
-                                            mutable=["batch_stats"])[0])
-  a, b = train(variables, jax.random.PRNGKey(2)), train(variables, jax.random.PRNGKey(3))
-  assert not np.allclose(a, b)  # a fresh mask per key
-  np.testing.assert_array_equal(evaluate(variables), evaluate(variables))
+
+  @jax.jit
+  def run(key):
+    variables = module.init(key, x, train=False)
+    train = [module.apply(variables, x, train=True, rngs={"dropout": k}, mutable=["batch_stats"])[0]
+             for k in jax.random.split(key)]
+    return [module.apply(variables, x, train=False) for _ in range(2)], train
+
+  (eval_a, eval_b), (train_a, train_b) = run(jax.random.PRNGKey(0))
+  assert not np.allclose(train_a, train_b)  # a fresh mask per key
+  np.testing.assert_array_equal(eval_a, eval_b)  # no randomness in eval mode
+  variables = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), x, train=False))
   with pytest.raises(Exception, match="dropout"):
     jax.eval_shape(lambda v: module.apply(v, x, train=True, mutable=["batch_stats"]), variables)
 
