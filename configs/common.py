@@ -115,6 +115,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.drop_last = False              # official loaders keep the last, smaller batch
   c.seed = 0
   c.dtype = "float32"              # float64 for step-parity checks
+  c.compute_dtype = ""             # '' = dtype; bfloat16: mixed precision (float32 parameters,
+                                   # bf16 convs; resnet50 / vgg19_bn), docs/real_noise.md
+  c.init_from = ""                 # PyTorch state dict (.pth / .npz) to start the model from,
+                                   # head re-initialised (resnet50 / vgg19_bn / resnet32)
   c.eval_batch_size = 1000
   # Faithful knobs of the official GDW code.
   c.prob_clamp = 0.999             # E = min(softmax, 0.999) - onehot (1.0: exact CE gradient)

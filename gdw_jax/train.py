@@ -30,8 +30,8 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from gdw_jax import (bilevel, checkpoint, fileio, losses, methods, metrics, models, optim,
-                     parallel, validation)
+from gdw_jax import (bilevel, checkpoint, fileio, interop, losses, methods, metrics, models,
+                     optim, parallel, validation)
 from gdw_jax.data import pipeline
 from gdw_jax.validation import ConfigError  # noqa: F401  (re-exported for main.py)
 
@@ -47,9 +47,14 @@ class TrainState:
 
 
 def create_train_state(rng, model: models.ModelFns, method: methods.Method,
-                       tx: optax.GradientTransformation, sample_x) -> TrainState:
+                       tx: optax.GradientTransformation, sample_x, init_from: str = "",
+                       model_name: str = "") -> TrainState:
+  """Fresh state; ``init_from`` (a PyTorch state dict, '' for none) replaces the model's
+  variables but the head before the method and the optimizer see them (an EMA teacher starts
+  from the pretrained weights too)."""
   model_rng, method_rng, state_rng = jax.random.split(rng, 3)
   params, model_state = model.init(model_rng, sample_x)
+  params, model_state = interop.init_from(init_from, params, model_state, model_name)
   method_state = (method.init(method_rng, params, model_state) if method.init_takes_model
                   else method.init(method_rng))
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=model_state,
@@ -275,7 +280,8 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
                   "index": np.arange(ds.num_train, dtype=np.int32)}
   held_out_meta = {"x": x_meta, "y": ds.y_meta}
   sample_x = ds.preprocess(x_train[:2]) if ds.preprocess else x_train[:2]
-  state = create_train_state(jax.random.PRNGKey(config.seed), model, method, tx, sample_x)
+  state = create_train_state(jax.random.PRNGKey(config.seed), model, method, tx, sample_x,
+                             config.init_from, config.model)
   state = parallel.put_replicated(jax.device_get(state), mesh)
   step_fn = jax.jit(with_finite_check(make_train_step(
       model, method, tx, schedule, hypergrad=config.hypergrad, augment=ds.augment)),

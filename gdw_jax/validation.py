@@ -19,7 +19,7 @@ import json
 import numbers
 import os
 
-from gdw_jax import bilevel, data, losses, methods, models, optim
+from gdw_jax import bilevel, data, interop, losses, methods, models, optim
 from gdw_jax.data import noise as data_noise
 from gdw_jax.data import own
 from gdw_jax.methods.cmwnet import FAMILY_ORDERS, META_SOURCES
@@ -182,6 +182,29 @@ def validate(config) -> None:
     _check(0 < config.gdw.weight_min <= config.gdw.weight_max,
            "gdw.weight_min must be > 0 and <= gdw.weight_max")
   _validate_run_options(config)
+  _validate_precision_and_init(config)  # last: init_from reads the checkpoint
+
+
+def _validate_precision_and_init(config) -> None:
+  """``compute_dtype`` (mixed precision) and ``init_from`` (pretrained PyTorch weights: the file
+  is read and checked against the model here, before anything is written)."""
+  _present(config, "compute_dtype")
+  valid = models.precision.COMPUTE_DTYPES
+  _check(config.compute_dtype in valid, f"unknown compute_dtype {config.compute_dtype!r}; valid: "
+                                        f"'' (same as dtype), {', '.join(valid[1:])}")
+  if config.compute_dtype not in ("", config.dtype):
+    _check(config.dtype == "float32", f"compute_dtype={config.compute_dtype} needs "
+                                      f"dtype=float32 (the parameters' dtype), got {config.dtype}")
+    mixed = [m for m in models.names() if models.supports_compute_dtype(m)]
+    _check(models.supports_compute_dtype(config.model),
+           f"compute_dtype={config.compute_dtype}: model {config.model} computes in its "
+           f"parameter dtype only; models with mixed precision: {', '.join(mixed)}")
+  _present(config, "init_from")
+  if config.init_from:
+    try:
+      interop.check_init_from(config.init_from, config.model)
+    except interop.CheckpointError as e:
+      raise ConfigError(f"init_from {e}") from None
 
 
 def _validate_noise_options(config) -> None:

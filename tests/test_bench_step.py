@@ -21,6 +21,7 @@ def test_bench_step_writes_the_documented_json(tmp_path, capsys):
     assert v["step_ms_min"] <= v["step_ms"]  # the median of the timed steps, not one of them
     assert v["ratio_to_erm"] == pytest.approx(v["step_ms"] / r["erm/jvp"]["step_ms"])
     assert v["xla_flags"] == " ".join(_ours()), key
+    assert v["images_per_s"] == pytest.approx(8 / (v["step_ms"] / 1e3))
   assert r["erm/jvp"] == r["erm/autodiff"]  # ERM has no hypergradient: measured once
   # Two real compilations (XLA's buffer counts are deterministic): each meta step keeps more
   # temporaries than ERM's step, and the two routes differ.
@@ -50,7 +51,8 @@ def test_bench_step_measures_our_cpu_flags_against_xlas(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv", [["--methods", "nope"], ["--hypergrad", "fast"],
-                                  ["--steps", "3"], ["--model", "vgg"]])
+                                  ["--steps", "3"], ["--model", "vgg"],
+                                  ["--model", "resnet32", "--compute-dtype", "bfloat16"]])
 def test_bench_step_refuses_bad_arguments(argv, capsys):
   assert bench_step.main(argv) == 2
   assert "error: bad arguments" in capsys.readouterr().err

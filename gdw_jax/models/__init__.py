@@ -59,9 +59,21 @@ _MODELS: Dict[str, Callable[..., nn.Module]] = {
 }
 
 
-def register(name: str, factory: Callable[..., nn.Module]) -> None:
-  """``factory(num_classes, config, dtype) -> nn.Module``."""
+# Models whose factory honours config.compute_dtype (bfloat16 compute, parameters in `dtype`).
+_MIXED_PRECISION = set()
+
+
+def register(name: str, factory: Callable[..., nn.Module], mixed_precision: bool = False) -> None:
+  """``factory(num_classes, config, dtype) -> nn.Module``; ``mixed_precision``: the factory
+  reads ``config.compute_dtype`` (:mod:`gdw_jax.models.precision`)."""
   _MODELS[name] = factory
+  if mixed_precision:
+    _MIXED_PRECISION.add(name)
+
+
+def supports_compute_dtype(name: str) -> bool:
+  """Whether model ``name`` can compute in another dtype than its parameters'."""
+  return name in _MIXED_PRECISION
 
 
 def names():
@@ -90,5 +102,13 @@ register("resnet34", _r34.resnet34)
 register("resnet34_cmwnet", _r34.resnet34_cmwnet)
 register("sce_cnn", _r34.sce_cnn)
 
-__all__ = ["ModelFns", "functional", "get", "names", "register", "MLP", "SmallCNN", "VNet",
-           "CMWNet", "NormedLinear", "classifier_head", "head_kind", "HEADS"]
+# ImageNet-size models for the real-noise datasets (docs/real_noise.md): torchvision layouts, so
+# torchvision / CMW-Net checkpoints load by name (--config.init_from, gdw_jax.interop).
+from gdw_jax.models.resnet_imagenet import resnet50  # noqa: E402
+from gdw_jax.models.vgg import vgg19_bn  # noqa: E402
+
+register("resnet50", resnet50, mixed_precision=True)
+register("vgg19_bn", vgg19_bn, mixed_precision=True)
+
+__all__ = ["ModelFns", "functional", "get", "names", "register", "supports_compute_dtype", "MLP",
+           "SmallCNN", "VNet", "CMWNet", "NormedLinear", "classifier_head", "head_kind", "HEADS"]
