@@ -113,11 +113,13 @@ def supported(flags: List[str]) -> List[str]:
 
 def apply(environ=None) -> Tuple[str, ...]:
   """Add the fast CPU flags to ``XLA_FLAGS`` where they apply (see the module docstring);
-  returns the flags added (empty if none)."""
+  returns the flags added (empty if none). ``environ``: this process's environment (default),
+  or a subprocess's (then whether JAX has started here does not matter)."""
+  own = environ is None or environ is os.environ
   environ = os.environ if environ is None else environ
   if environ.get(OPT_OUT, "1").strip().lower() in ("0", "false", "no"):
     return ()
-  if not backend_is_cpu(environ) or _jax_started():
+  if not backend_is_cpu(environ) or (own and _jax_started()):
     return ()
   current = environ.get("XLA_FLAGS", "")
   user = _flag_names(current)

@@ -47,9 +47,14 @@ def test_not_applied_off_cpu_or_when_opted_out(cache, env):
 
 
 def test_too_late_once_jax_has_started(cache, monkeypatch):
+  """This process's flags can no longer change; a subprocess's environment still can."""
   monkeypatch.setattr(cpu_flags, "_jax_started", lambda: True)
-  env = {"JAX_PLATFORMS": "cpu"}
-  assert cpu_flags.apply(env) == () and "XLA_FLAGS" not in env
+  monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+  monkeypatch.delenv("XLA_FLAGS", raising=False)
+  monkeypatch.delenv(cpu_flags.OPT_OUT, raising=False)
+  assert cpu_flags.apply() == () and "XLA_FLAGS" not in os.environ
+  child = {"JAX_PLATFORMS": "cpu"}
+  assert cpu_flags.apply(child) and FLAG in child["XLA_FLAGS"]
 
 
 def test_an_unknown_flag_is_never_applied(cache, monkeypatch):
