@@ -95,7 +95,7 @@ def from_nnx(model) -> ModelFns:
     return params0, state0
 
   def apply(params, model_state, x, train: bool):
-    m = nnx.merge(graphdef, params, model_state)
+    m = nnx.merge(graphdef, params, model_state, copy=True)  # fresh Variables at this trace
     if train:
       m.train()
     else:

@@ -92,6 +92,7 @@ def reweighted_grads(method: Method, method_state, apply_fn: Callable, params, m
     vjp_fn = None
   else:
     logits, vjp_fn, new_model_state = jax.vjp(forward, params, has_aux=True)
+  bilevel.check_step_arrays(x, y, logits, None, None, where)
   ctx = bilevel.StepContext(
       apply_fn=apply_fn, params=params, model_state=model_state, x=x, labels=y, logits=logits,
       lr=jnp.asarray(lr, logits.dtype), meta_x=meta_x, meta_y=meta_y, rng=rng, step=step,

@@ -60,19 +60,26 @@ def check(cond: bool, msg: str) -> None:
     raise ConfigError(msg)
 
 
-def present(config, key) -> None:
-  check(key in config, f"config has no key {key!r} (build configs from "
+def present(config, key, prefix="") -> None:
+  check(key in config, f"config has no key {prefix + key!r} (build configs from "
                        f"configs.common.base_config())")
 
 
+def group_present(config, declared: OptionGroup) -> None:
+  """``config.<name>`` exists and has every declared key."""
+  present(config, declared.name)
+  for key in declared.defaults:
+    present(config[declared.name], key, declared.name + ".")
+
+
 def one_of(config, key, valid, prefix="") -> None:
-  present(config, key)
+  present(config, key, prefix)
   value = config[key]
   check(value in valid, f"unknown {prefix}{key} {value!r}; valid: {', '.join(map(str, valid))}")
 
 
 def flag(config, key, prefix="") -> None:
-  present(config, key)
+  present(config, key, prefix)
   value = config[key]
   check(isinstance(value, bool), f"{prefix}{key} must be True or False, got {value!r}")
 
@@ -80,7 +87,7 @@ def flag(config, key, prefix="") -> None:
 def number(config, key, lo=None, hi=None, lo_open=False, hi_open=False, integer=False,
            prefix="") -> None:
   """``config[key]`` is a number (an integer with ``integer``) in the given interval."""
-  present(config, key)
+  present(config, key, prefix)
   value = config[key]
   kind = numbers.Integral if integer else numbers.Real
   check(isinstance(value, kind) and not isinstance(value, bool),

@@ -117,7 +117,7 @@ def _validate_method(config) -> None:
   """The chosen method's option groups, its own checks, and its meta set."""
   spec = methods.spec(config.method)
   for group in spec.groups:
-    _present(config, group.name)
+    options.group_present(config, group)
     if group.validate is not None:
       group.validate(config)
   if spec.validate is not None:
@@ -129,6 +129,9 @@ def _validate_method(config) -> None:
 
 def _validate_loss(config) -> None:
   """``config.loss`` as the method sees it (the loss baselines force some of its keys)."""
+  _present(config, "loss")
+  for key in losses.LOSS_KEYS:
+    _present(config.loss, key, "loss.")
   s = losses.loss_settings(config)
   p = "loss."
   _one_of(s, "name", losses.LOSS_NAMES, p)
