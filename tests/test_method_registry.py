@@ -212,12 +212,19 @@ def test_gdw_instance_weight_is_the_mean_weight_net_output():
 
 
 def test_every_method_has_one_init_signature():
+  """``init(rng, params, model_state)`` for all; ``init(rng)`` the same state without the
+  classifier copy (only CMW-Net-SL keeps one: its EMA teacher)."""
   ctx = _ctx()
   for name, make in CONSTRUCTED.items():
     method = make()
     full = method.init(jax.random.PRNGKey(0), ctx.params, ctx.model_state)
     template = method.init(jax.random.PRNGKey(0))
-    assert jax.tree.structure(full) == jax.tree.structure(template) or name == "cmwnet_sl"
+    if name == "cmwnet_sl":
+      assert template.pop("ema") == {"params": None, "model_state": None}
+      teacher = full.pop("ema")
+      for a, b in zip(jax.tree.leaves(teacher["params"]), jax.tree.leaves(ctx.params)):
+        np.testing.assert_array_equal(a, b)
+    assert jax.tree.structure(full) == jax.tree.structure(template), name
 
 
 def test_cmwnet_sl_weight_function_figure_is_drawn(tmp_path):
