@@ -143,8 +143,14 @@ def test_examples_run(example, capsys):
 
 # -------------------------------------------------------------------------- public boundaries
 
+def _tiny():
+  """A small linen model (fast eager calls) with a BatchNorm statistic to carry."""
+  from gdw_jax.models.mlp import MLP
+  return gdw_jax.from_linen(MLP(C, hidden=(8,), batch_norm=True))
+
+
 def _call(batch=None, meta=None, lr=0.1, step=0, method=None, apply_fn=None, jit=False):
-  model = gdw_jax.from_linen(linen_gdw.CNN(dropout=0.0))
+  model = _tiny()
   good, good_meta = _batches(1, dtype=np.float32)[0]
   batch = good if batch is None else {**good, **batch}
   meta = good_meta if meta is None else (None if meta == "none" else {**good_meta, **meta})
@@ -203,10 +209,10 @@ def test_other_public_calls_reject_bad_input():
 
 def test_lr_may_be_a_float_an_array_or_a_schedule():
   schedule = optax.cosine_decay_schedule(0.1, 10)
-  g_float = _call(lr=float(schedule(3)), step=3)[0]
-  g_array = _call(lr=schedule(3), step=3)[0]
-  g_sched = _call(lr=schedule, step=3)[0]
-  g_other = _call(lr=0.05, step=3)[0]
+  g_float = _call(lr=float(schedule(3)), step=3, jit=True)[0]
+  g_array = _call(lr=schedule(3), step=3, jit=True)[0]
+  g_sched = _call(lr=schedule, step=3, jit=True)[0]
+  g_other = _call(lr=0.05, step=3, jit=True)[0]
   assert _rel(g_array, g_float) < 1e-6 and _rel(g_sched, g_float) < 1e-6
   assert _rel(g_other, g_float) > 1e-4  # the look-ahead lr does reach the meta step
 
@@ -216,7 +222,7 @@ def test_the_trainer_step_goes_through_reweighted_grads(monkeypatch):
   real = api.reweighted_grads
   monkeypatch.setattr(api, "reweighted_grads", lambda *a, **k: calls.append(k) or real(*a, **k))
   config = digits.get_config()
-  model = gdw_jax.from_linen(linen_gdw.CNN(dropout=0.0))
+  model = _tiny()
   method = gdw_jax.gdw()
   tx = optim.classifier_optimizer(config)
   batch, meta = _batches(1, dtype=np.float32)[0]
