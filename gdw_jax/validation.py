@@ -20,7 +20,12 @@ import numbers
 import os
 
 from gdw_jax import bilevel, data, losses, methods, models, optim, options
-from gdw_jax.options import ConfigError, check, flag, number, one_of, present
+from gdw_jax.options import ConfigError
+from gdw_jax.options import check as _check
+from gdw_jax.options import flag as _flag
+from gdw_jax.options import number as _number
+from gdw_jax.options import one_of as _one_of
+from gdw_jax.options import present as _present
 
 # Keys that change how a run executes, not what it computes: they may differ when a workdir is
 # resumed. (num_devices changes float summation order only: a resume on another device count
@@ -32,10 +37,6 @@ RUNTIME_KEYS = ("progress", "tensorboard", "checkpoint", "checkpoint_every_steps
 BOOL_KEYS = ("drop_last", "nesterov", "progress", "checkpoint", "checkpoint_best", "tensorboard",
              "noise_on_given_labels",
              "distributed")
-
-
-# The checks live in gdw_jax.options (methods use them for their own groups); short local names.
-_check, _present, _one_of, _number, _flag = check, present, one_of, number, flag
 
 
 def _bool(config, key) -> None:
