@@ -167,7 +167,7 @@ def _validate_optimizer_options(config) -> None:
     raise ConfigError(str(e)) from None
   if config.lr_schedule == "cosine_restarts":
     _number(config, "lr_restart_epoch", 0, integer=True)
-    _epoch_switch(config, "lr_restart_epoch", config.lr_restart_epoch)
+    options.before_last_epoch(config, "lr_restart_epoch", config.lr_restart_epoch)
     _number(config, "lr_restart_period", 1, integer=True)
     _number(config, "lr_restart_mult", 1, integer=True)
     _number(config, "lr_min", 0.0)
