@@ -27,5 +27,6 @@ setup(
     extras_require={
         "test": ["pytest", "nbclient", "nbformat", "ipykernel"],
         "tensorboard": ["tensorboardX"],  # TensorBoard scalars without TensorFlow
+        "compare": ["cleanlab"],  # experiments.detect_benchmark: label-error detection vs cleanlab
     },
 )

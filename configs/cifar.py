@@ -8,8 +8,10 @@
 Arguments (``key=value``, comma separated):
 
 * ``dataset`` cifar10 | cifar100; ``method`` any registered method.
-* ``noise`` none | uniform | flip | flip2 (default: uniform; none with ``imbalance`` < 1,
-  ``label_file`` or ``cifar_n``), ``rate``; ``imbalance`` = n_min / n_max (1: balanced),
+* ``noise`` none | uniform | uniform_other | flip | flip2 | sym_exact | sym_other | asym
+  (default: uniform; none with ``imbalance`` < 1, ``label_file`` or ``cifar_n``), ``rate``;
+  ``asym_generator`` dividemix | cmwnet | absgd | plc (default: the recipe's paper's, else
+  dividemix; gdw_jax/data/noise.py); ``imbalance`` = n_min / n_max (1: balanced),
   ``imbalance_type`` exp | step.
 * ``recipe``: the published hyperparameters (below); default chosen from the method and setting.
 * ``official=true``: the official code's splits: legacy-NumPy replay and the meta set drawn with
@@ -17,7 +19,8 @@ Arguments (``key=value``, comma separated):
   overlaps the training set, ../shared/specs/gdw.md §3.1). Default: disjoint meta set.
 * ``archive``: path to the python archive (``cifar-10-python.tar.gz``) instead of tfds;
   ``data_dir``: tfds data dir; ``label_file``: ``.npy`` noisy labels (PLC); ``cifar_n``: human
-  label set (aggre_label, worse_label, random_label1..3; cifar100: noise_label).
+  label set (aggre_label, worse_label, random_label1..3; cifar100: noise_label);
+  ``hybrid=true``: ``noise`` / ``rate`` on top of the ``label_file`` labels (CMW-Net Table 5).
 * ``model`` (default: the recipe's), ``seed``.
 
 Recipes (``../shared/specs/gdw.md`` §4, ``mwnet_cmwnet.md`` §3-4). Parts a recipe needs that
@@ -26,19 +29,23 @@ are method options of another module are listed in its comment.
 from configs import common, recipes
 
 RECIPES = ("gdw", "mwnet_wrn", "mwnet_resnet32", "mwnet_lt", "cmwnet_lt", "cmwnet_fi",
-           "ldam_lt")
+           "cmwnet_fd", "absgd_noise", "ldam_lt")
 
 
-def default_recipe(method: str, noise: str, imbalance: float) -> str:
+def default_recipe(method: str, noise: str, imbalance: float, label_file: bool = False) -> str:
   """The recipe of the paper table a (method, setting) pair appears in."""
   if method == "mwnet":  # MW-Net: uniform -> WRN table, flip -> ResNet-32 table, LT table
     if imbalance < 1.0:
       return "mwnet_lt"
     return "mwnet_wrn" if noise == "uniform" else "mwnet_resnet32"
   if method in ("cmwnet", "cmwnet_sl"):
-    return "cmwnet_lt" if imbalance < 1.0 else "cmwnet_fi"
+    if imbalance < 1.0:
+      return "cmwnet_lt"
+    return "cmwnet_fd" if label_file else "cmwnet_fi"  # PMD label files: Tables 4-5
   if method in ("absgd", "ldam_drw", "cb", "focal") and imbalance < 1.0:
     return "ldam_lt"  # the long-tail tables of LDAM-DRW / CB / ABSGD share this protocol
+  if method == "absgd" and (noise != "none" or label_file):
+    return "absgd_noise"
   return "gdw"  # GDW's protocol, shared by every method it compares (GDW appendix C)
 
 
@@ -146,6 +153,66 @@ def _cmwnet_fi(c, k):
   c.cmwnet_sl.warmup_epochs = warmup
   c.cmwnet.update(warmup_epochs=warmup, meta_every=10, meta_source="small_loss",
                   select_per_class=10)
+  c.asym_generator = "cmwnet"  # dataloader_cifar.py: whole-set draw, its 5 -> 5 map
+  if c.noise_type == "asym":  # cmwn.py: EMA frozen after epoch 149; table2.sh's mixup alphas
+    c.cmwnet_sl.ema_freeze_epoch = 150
+    if k == 100:
+      c.cmwnet_sl.mixup_alpha = {0.2: 0.4, 0.4: 0.4, 0.6: 4.0}.get(round(c.noise_rate, 2), 1.0)
+  elif k == 100 and round(c.noise_rate, 2) == 0.8:
+    c.cmwnet_sl.mixup_alpha = 0.1
+  c.prob_clamp = 1.0
+
+
+def _cmwnet_fd(c, k):
+  """CMW-Net feature-dependent / hybrid noise (``section4/Feature-dependent_Label_Noise/mwn.py``,
+  Tables 4-5): CMW-Net's ResNet-34 (3x3 stem with padding 0), batch 128, SGD lr 0.1, momentum
+  0.9, L2 1e-3, no nesterov, 120 epochs: constant lr for the 45 CE warm-up epochs, then
+  CosineAnnealingWarmRestarts(T_0 5, T_mult 2, eta_min 1e-4) stepped per epoch with ``e - 45``
+  (restarts at 50, 60, 80). Data: a PLC label file (the first 45,000 images), with ``hybrid`` the
+  30% noise of PLC's ``noise.py`` on top (``uniform_other``, or ``asym`` drawn by ``plc``).
+  CMW-Net-SL options (``recipes.cmwnet_sl_fd``): EMA 0.999, mixup 4, pseudo-label memory 0.9,
+  meta step every 10 iterations on the 10 smallest-loss images per noisy class, plain meta CE;
+  net Adam 1e-3 + L2 1e-4. Plain CMW-Net gets the same warm-up and meta set; methods that need a
+  held-out clean meta set (MW-Net, GDW, L2RW; no official script) take 1,000 images from the
+  pool. Not reproduced: the zero-padded crop and PLC's normalisation statistics (the reflect
+  padding and MW-Net statistics of ``gdw_jax/data/augment.py`` are used). Reported: best."""
+  c.model = "resnet34_cmwnet"
+  c.batch_size, c.meta_batch_size, c.learning_rate = 128, 128, 0.1
+  c.num_epochs, c.momentum, c.nesterov, c.weight_decay = 120, 0.9, False, 1e-3
+  c.lr_schedule, c.lr_restart_epoch, c.lr_restart_period = "cosine_restarts", 45, 5
+  c.lr_restart_mult, c.lr_min = 2, 1e-4
+  common.default_epoch_switches(c)
+  _method_recipe(c, "cmwnet_sl_fd")
+  c.cmwnet.update(warmup_epochs=45, meta_every=10, meta_source="small_loss",
+                  select_per_class=10)
+  if c.method in ("mwnet", "gdw", "l2rw"):
+    c.meta_per_class = 1000 // k
+  c.asym_generator = "plc"  # the hybrid noise of PLC's noise.py
+  c.prob_clamp = 1.0
+
+
+def _absgd_noise(c, k):
+  """ABSGD's label-noise code (``noisy_label/train.py``): 120 epochs, MultiStepLR [40, 80] x0.1,
+  batch 128, SGD momentum 0.9 (no nesterov), gradient norm clipped at 5 before the L2 term;
+  lambda switches from 200 (plain mean) at epoch 80. CIFAR-10: the SCE paper's 8-layer CNN
+  (``sce_cnn``), L2 5e-3 except 0.01 on ``fc1`` (its param groups), lr 0.001, ABSCE as in the
+  authors' asymmetric run (``recipes.absgd_sce``); CIFAR-100: ResNet-34 (``resnet34``), L2 1e-2,
+  lr 0.01, ABSCE with beta 0 as in their symmetric runs (``recipes.absgd_sce_c100``). No meta
+  set. Noise generators: ``asym`` by ``absgd`` (per-class counts); its symmetric noise is
+  ``sym_other``. Not reproduced: the CIFAR-100 run's RandomRotation(20) and the per-dataset
+  normalisation statistics. Reported: best."""
+  c.model = "sce_cnn" if k == 10 else "resnet34"
+  c.batch_size, c.meta_batch_size = 128, 128
+  c.num_epochs, c.lr_schedule, c.lr_milestones, c.lr_decay = 120, "step_epoch", (40, 80), 0.1
+  common.default_epoch_switches(c)
+  c.momentum, c.nesterov, c.grad_clip_norm = 0.9, False, 5.0
+  if k == 10:
+    c.learning_rate, c.weight_decay, c.weight_decay_overrides = 0.001, 5e-3, "fc1:0.01"
+  else:
+    c.learning_rate, c.weight_decay = 0.01, 1e-2
+  _method_recipe(c, "absgd_sce" if k == 10 else "absgd_sce_c100")
+  c.meta_per_class = 0
+  c.asym_generator = "absgd"
   c.prob_clamp = 1.0
 
 
@@ -167,29 +234,37 @@ def _ldam_lt(c, k):
 
 _RECIPE_FNS = {"gdw": _gdw, "mwnet_wrn": _mwnet_wrn, "mwnet_resnet32": _mwnet_resnet32,
                "mwnet_lt": _mwnet_lt, "cmwnet_lt": _cmwnet_lt, "cmwnet_fi": _cmwnet_fi,
-               "ldam_lt": _ldam_lt}
+               "cmwnet_fd": _cmwnet_fd, "absgd_noise": _absgd_noise, "ldam_lt": _ldam_lt}
 
 
 def get_config(arg=None):
   a = common.parse_arg(arg, dataset="cifar10", method="gdw", noise="", rate=0.4, imbalance=1.0,
                        imbalance_type="exp", recipe="", model="", seed=0, official=False,
-                       archive="", data_dir="", label_file="", cifar_n="")
+                       archive="", data_dir="", label_file="", cifar_n="", asym_generator="",
+                       hybrid=False)
   if a["dataset"] not in ("cifar10", "cifar100"):
     raise ValueError(f"unknown dataset {a['dataset']!r}; valid: cifar10, cifar100")
   k = 10 if a["dataset"] == "cifar10" else 100
   given_labels = bool(a["label_file"] or a["cifar_n"])
+  if a["hybrid"] and not (given_labels and a["noise"] not in ("", "none")):
+    raise ValueError("hybrid=true adds noise on top of given labels: it needs label_file (or "
+                     "cifar_n) and a noise type")
   noise = a["noise"] or ("none" if given_labels or a["imbalance"] < 1.0 else "uniform")
-  recipe = a["recipe"] or default_recipe(a["method"], noise, a["imbalance"])
+  recipe = a["recipe"] or default_recipe(a["method"], noise, a["imbalance"],
+                                         bool(a["label_file"]))
   if recipe not in _RECIPE_FNS:
     raise ValueError(f"unknown recipe {recipe!r}; valid: {', '.join(RECIPES)}")
 
   c = common.base_config()
   c.dataset, c.method, c.seed = a["dataset"], a["method"], a["seed"]
   c.noise_type, c.noise_rate = noise, a["rate"] if noise != "none" else 0.0
+  c.noise_on_given_labels = a["hybrid"]
   c.imbalance_factor, c.imbalance_type = a["imbalance"], a["imbalance_type"]
   _RECIPE_FNS[recipe](c, k)
-  if c.method == "absgd":  # its two-stage schedule, on this protocol's epochs
+  if c.method == "absgd" and recipe != "absgd_noise":  # its two stages, on this protocol's epochs
     (recipes.absgd_lt if c.imbalance_factor < 1.0 else recipes.absgd_noise)(c)
+  if a["asym_generator"]:
+    c.asym_generator = a["asym_generator"]
   c.recipe = recipe
   if a["model"]:
     c.model = a["model"]

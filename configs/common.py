@@ -1,6 +1,8 @@
 """Shared defaults and the ``file.py:key=value,...`` config-argument parser."""
 import ml_collections
 
+from gdw_jax import losses, methods
+
 
 def parse_arg(arg, **defaults):
   """Parse ``"a=1,b=x"`` into a dict, typed like ``defaults`` (unknown keys are an error)."""
@@ -33,17 +35,26 @@ def _boolean(key, value: str) -> bool:
 
 
 def base_config() -> ml_collections.ConfigDict:
-  """Every key the trainer reads, with the GDW paper's recipe where one exists."""
+  """Every key the trainer reads, with the GDW paper's recipe where one exists.
+
+  Methods registered by plugins (``--config.plugins``) must be imported before this is called:
+  the CLI imports them before it loads the config file.
+  """
   c = ml_collections.ConfigDict()
   # What to run.
   c.method = "gdw"                 # see gdw_jax.methods.names(): erm, focal, cb, ldam_drw, l2rw,
                                    # mwnet, cmwnet, cmwnet_sl, gdw, absgd
+  c.plugins = ""                   # modules that register more methods, e.g. "examples.my_method"
   c.dataset = "digits"
   c.model = "mlp"
   c.classifier_head = "auto"       # auto | linear | cosine (auto: cosine for LDAM, as LDAM-DRW)
   # Label noise / imbalance / meta set.
-  c.noise_type = "uniform"         # none | uniform | flip | flip2
+  c.noise_type = "uniform"         # none | uniform | uniform_other | flip | flip2 | sym_exact |
+                                   # sym_other | asym (gdw_jax/data/noise.py, docs/cifar.md)
   c.noise_rate = 0.4
+  c.asym_generator = "dividemix"   # asym draw: dividemix (whole-set count) | cmwnet (its 5->5
+                                   # slip) | absgd (per-class count) | plc (per-sample prob.)
+  c.class_map = ""                 # asym map "src:dst,..." (default: the dataset's built-in one)
   c.imbalance_factor = 1.0         # n_min / n_max in (0, 1]; 1 = balanced
   c.imbalance_type = "exp"         # exp | step
   c.meta_per_class = 10
@@ -51,24 +62,63 @@ def base_config() -> ml_collections.ConfigDict:
   # synthetic noise (noise_type / noise_rate) on top of them is refused unless this is True
   # (CMW-Net's hybrid noise: PMD labels + symmetric / asymmetric noise, as mwn.py does).
   c.noise_on_given_labels = False
+  c.label_file = ""                # .npy of given noisy labels, one per pool image (digits, CIFAR)
   # Split randomness (gdw_jax/data/corruption.py): numpy (default) | legacy (replays the official
   # code's np.random / random calls, for its exact splits from the python archive). meta_seed -1:
   # meta and training sets from one split (disjoint); >= 0: the meta set is drawn with its own
   # seed, as the official scripts do (always 1), so it mostly lies in the training set too.
   c.split_rng = "numpy"
   c.meta_seed = -1
+  # A user's own data (dataset=npz | folder | tfds; docs/own_data.md, gdw_jax/data/own.py).
+  c.data_path = ""                 # npz: the .npz file (x_train, y_train, optional others)
+  c.data_root = ""                 # folder: data_root/<class>/<image files>
+  c.label_csv = ""                 # folder: path,label rows overriding the folder's labels
+  c.meta_root = ""                 # folder: the trusted set, same layout
+  c.test_root = ""                 # folder: the test set, same layout
+  c.tfds_name = ""                 # tfds: any image-classification dataset (e.g. mnist)
+  c.data_dir = ""                  # tfds data dir ("": tfds' ~/tensorflow_datasets)
+  c.tfds_train_split = "train"
+  c.tfds_test_split = "test"       # "": no test set
+  c.tfds_meta_split = ""           # a trusted split (e.g. "train[:1000]"); "": none
+  c.tfds_image_key = "image"
+  c.tfds_label_key = "label"
+  c.num_classes = 0                # 0: from the class names, else the largest label + 1
+  # noisy: the labels are used as given (practitioner: the meta set is a trusted set); clean:
+  # they are the truth (research: noise_type / imbalance / meta_per_class apply as for digits).
+  c.given_labels = "noisy"
+  c.trusted_ids = ""               # a file of training ids (one a line) whose labels are trusted
+  c.meta_from_train = False        # no trusted set: draw the meta set from the given labels
+  c.allow_missing_meta_classes = False  # a trusted set lacking a class: a warning, not an error
+  c.skip_bad_images = False        # skip (and count) unreadable image files instead of failing
+  c.image_size = 0                 # folder / tfds: resize to image_size^2 (0: as stored)
+  c.image_channels = 0             # 0: as stored (all alike) | 1 | 3
+  c.image_normalize = True         # per-channel mean / std of the training pool, on device
+  c.image_crop_pad = 0             # random crop with this reflect padding (0: off)
+  c.image_flip = False             # random horizontal flip (off: not for digits, X-rays, ...)
+  # label_issues.csv (every run): the 'weight' score is the mean instance weight over the last
+  # label_score_epochs epochs (gdw_jax/analysis/label_issues.py).
+  c.label_score_epochs = 5
   # Optimisation (classifier): SGD momentum 0.9, coupled L2 5e-4, per-epoch cosine from 0.1.
   c.batch_size = 100
   c.meta_batch_size = 0            # 0: same as batch_size (capped at the meta set size)
   c.num_epochs = 80
   c.learning_rate = 0.1
-  c.lr_schedule = "cosine_epoch"   # cosine_epoch | constant | step_epoch
+  c.lr_schedule = "cosine_epoch"   # cosine_epoch | constant | step_epoch | cosine_restarts
   c.lr_milestones = ()             # step_epoch only
   c.lr_decay = 0.1
   c.lr_warmup_epochs = 0           # linear per-epoch warm-up lr*(e+1)/W for e < W (LDAM-DRW: 5)
+  # cosine_restarts (PyTorch CosineAnnealingWarmRestarts stepped once per epoch with e - start,
+  # CMW-Net mwn.py): constant lr before lr_restart_epoch, then cosine cycles of T_0, T_0 m, ...
+  c.lr_restart_epoch = 0
+  c.lr_restart_period = 5          # T_0 (epochs)
+  c.lr_restart_mult = 2            # T_mult
+  c.lr_min = 1e-4                  # eta_min
   c.momentum = 0.9
   c.nesterov = False
   c.weight_decay = 5e-4
+  c.weight_decay_overrides = ""    # "pattern:wd,...": params whose path contains pattern (e.g.
+                                   # "fc1:0.01", ABSGD's SCE-CNN) get that L2 instead
+  c.grad_clip_norm = 0.0           # > 0: clip the gradient's global norm before L2 (ABSGD: 5)
   c.drop_last = False              # official loaders keep the last, smaller batch
   c.seed = 0
   # Several runs in one process and one compiled step, e.g. (0, 1, 2, 3, 4) or on the command
@@ -77,67 +127,23 @@ def base_config() -> ml_collections.ConfigDict:
   # Empty: one run with `seed`.
   c.seeds = ()
   c.dtype = "float32"              # float64 for step-parity checks
+  c.compute_dtype = ""             # '' = dtype; bfloat16: mixed precision (float32 parameters,
+                                   # bf16 convs; resnet50 / vgg19_bn), docs/real_noise.md
+  c.init_from = ""                 # PyTorch state dict (.pth / .npz) to start the model from,
+                                   # head re-initialised (resnet50 / vgg19_bn / resnet32)
   c.eval_batch_size = 1000
   # Faithful knobs of the official GDW code.
   c.prob_clamp = 0.999             # E = min(softmax, 0.999) - onehot (1.0: exact CE gradient)
   c.hypergrad = "autodiff"         # nested-grad reference
   c.bn_running_var = "unbiased"    # resnet32 BN running var from the unbiased batch var (PyTorch)
-  # Weighting net (MW-Net's VNet; also GDW's first stage).
-  c.vnet = ml_collections.ConfigDict(dict(
-      hidden=100, optimizer="adam", lr=1e-3, weight_decay=1e-4, momentum=0.0,
-      nesterov=False, amsgrad=False))
-  # Base loss every method weights (docs/methods.md). The loss baselines focal / cb / ldam_drw
-  # force name / class_weights / drw; epochs below are the CIFAR recipes' (200 epochs).
-  c.loss = ml_collections.ConfigDict(dict(
-      name="ce",                   # ce | focal | ldam
-      class_weights="none",        # none | cb (effective number, normalised to sum C)
-      cb_beta=0.9999,
-      drw=False,                   # defer the class weights to drw_epoch (DRW)
-      drw_epoch=160,
-      reduction="auto",            # ERM only: auto (LDAM-DRW code) | mean | weighted_mean
-      focal_gamma=1.0,
-      ldam_max_m=0.5,
-      ldam_s=30.0))
-  c.mwnet = ml_collections.ConfigDict(dict(
-      real_weights="updated",      # or "initial"
-      normalise="mean",            # mean (MW-Net.py) | sum (WRN / imbalance scripts) | sum_detached
-      live_input=False))           # True: the imbalance script's undetached net input
-  c.gdw = ml_collections.ConfigDict(dict(outer_lr=100.0, clip=0.2, weight_min=1e-6,
-                                         weight_max=1e6))
-  # CMW-Net (and the shared net / families of CMW-Net-SL); the net's optimizer is config.vnet.
-  c.cmwnet = ml_collections.ConfigDict(dict(
-      num_families=3,
-      family_order="size",         # size (ascending centre) | kmeans (official, unordered) |
-                                   # official_heads (vnet_119.pth's head order)
-      kmeans_seed=0,
-      families=(),                 # explicit class -> family map (overrides k-means)
-      normalise="mean",            # mean | sum | sum_detached (long-tail script)
-      warmup_epochs=0,             # plain ERM epochs first (long-tail recipe: 160 of 200)
-      meta_every=1,
-      meta_source="clean",         # clean | train_balanced | small_loss
-      select_per_class=0,          # per-class size of an in-train meta set (0: smallest class)
-      transfer=""))                # weighting-net file (.npz / .pth): frozen, no meta step
-  c.cmwnet_sl = ml_collections.ConfigDict(dict(
-      ema_decay=0.997,
-      ema_freeze_epoch=0,          # > 0: EMA decay 1 from this epoch (cmwn.py asym: 150)
-      mixup_alpha=1.0,
-      meta_mixup=True,             # mixup CE as the meta loss (cmwn.py)
-      meta_mixup_alpha=1.0,
-      pseudo_momentum=0.0,         # 0: current EMA prediction (cmwn.py); 0.9: mwn.py memory
-      second_weight="own",         # own (mwn.py / ANIMAL) | permuted (cmwn.py's v[pi])
-      warmup_epochs=10,
-      meta_every=10,
-      meta_source="small_loss",
-      select_per_class=10))
-  # ABSGD (imbalance README recipe: lam 5, gamma 0.7, abAlpha 0.5, switch at 160 of 200; with
-  # loss.class_weights=cb, loss.drw=True, loss.drw_epoch=160 for its CB-in-stage-2).
-  c.absgd = ml_collections.ConfigDict(dict(
-      lam=5.0,                     # > 0 imbalance, < 0 label noise; >= 200 means plain mean
-      init_lam=200.0,              # stage-1 lambda (200: SGD pre-training)
-      start_epoch=160,
-      gamma=0.7,                   # moving-average rate of u
-      ab_alpha=0.5,
-      uniform_floor=False))        # + 1/B on every weight (the label-noise code)
+  # Base loss every method weights (docs/methods.md; keys and defaults: gdw_jax.losses.base_loss).
+  # The loss baselines focal / cb / ldam_drw force name / class_weights / drw; the DRW epoch is
+  # the CIFAR recipes' (160 of 200 epochs, see default_epoch_switches).
+  c.loss = ml_collections.ConfigDict(losses.default_settings())
+  # Every registered method's option groups (vnet, mwnet, gdw, cmwnet, cmwnet_sl, absgd, and
+  # those of plugins), each with the defaults its method declares (gdw_jax/methods/*.py).
+  for group in methods.option_groups():
+    c[group.name] = ml_collections.ConfigDict(dict(group.defaults))
   # Logging.
   c.progress = True                # progress bar with steps/s and ETA
   c.report = True                  # write report.md + figures/ at the end (gdw_jax.analysis)
@@ -162,9 +168,17 @@ def base_config() -> ml_collections.ConfigDict:
 
 
 def default_epoch_switches(c) -> None:
-  """Stage switches of the official 200/300-epoch recipes (DRW and ABSGD's second stage at
-  160/200, CMW-Net-SL's warm-up at 10/300) at the same fraction of ``c.num_epochs``; call it
-  after setting ``num_epochs``, before any recipe that sets a switch itself."""
-  c.loss.drw_epoch = max(1, round(c.num_epochs * 160 / 200))
-  c.absgd.start_epoch = c.loss.drw_epoch
-  c.cmwnet_sl.warmup_epochs = max(1, round(c.num_epochs * 10 / 300))
+  """Stage switches of the official 200/300-epoch recipes (DRW at 160/200, and each method's
+  declared ``OptionGroup.epoch_switches``: ABSGD's second stage at 160/200, CMW-Net-SL's warm-up
+  at 10/300) at the same fraction of ``c.num_epochs``; call it after setting ``num_epochs``,
+  before any recipe that sets a switch itself."""
+  c.loss.drw_epoch = _at_fraction(c.num_epochs, 160, 200)
+  for group in methods.option_groups():
+    if group.name not in c:  # a method registered after this config was built
+      continue
+    for key, (epoch, total) in group.epoch_switches.items():
+      c[group.name][key] = _at_fraction(c.num_epochs, epoch, total)
+
+
+def _at_fraction(num_epochs: int, epoch: int, total: int) -> int:
+  return max(1, round(num_epochs * epoch / total))

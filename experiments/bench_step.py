@@ -2,18 +2,28 @@
 
     python -m experiments.bench_step --model resnet32 --batch 100 --methods erm,mwnet,gdw \
         --hypergrad jvp,autodiff --json runs/bench_step.json
+    python -m experiments.bench_step --model resnet50 --image-size 224 --batch 64 \
+        --methods erm,gdw --hypergrad jvp --compute-dtype bfloat16   # mixed precision
 
 Every (method, hypergrad) configuration runs in a fresh subprocess: build the model and method
-exactly as training does (``train.make_train_step``), synthetic CIFAR-shaped batches (timing does
-not depend on pixel values), compile (``compile_s``), warm up, then time ``--steps`` (>= 10)
-steps, each blocked on its result; ``step_ms`` is the median. Memory: ``peak_mem_mb`` is the
-device's peak bytes in use where the backend reports it (GPU); otherwise the subprocess's peak
+exactly as training does (``train.make_train_step``), synthetic batches of ``--image-size``
+RGB images (32: CIFAR; timing does not depend on pixel values), ``--compute-dtype`` as
+``config.compute_dtype`` (bfloat16: mixed precision, docs/real_noise.md), compile
+(``compile_s``), warm up, then time ``--steps`` (>= 10) steps, each blocked on its result;
+``step_ms`` is the median. Memory: ``peak_mem_mb`` is the device's peak bytes in use where the
+backend reports it (GPU); otherwise the subprocess's peak
 RSS while the timed steps run (the Linux peak-RSS watermark is reset after compilation, so the
 XLA compiler's own peak is excluded; ``peak_rss_with_compile_mb`` keeps it). ``xla_temp_mb`` is
 XLA's count of the compiled step's temporary buffers (``memory_analysis``): the working memory
 the meta step adds on top of parameters and inputs. ERM has no hypergradient; its entry is repeated under each
 ``erm/<hypergrad>`` key. Prints a markdown table; ``--json`` writes
-``{"<method>/<hypergrad>": {"step_ms", "ratio_to_erm", "peak_mem_mb", "compile_s", ...}}``.
+``{"<method>/<hypergrad>": {"step_ms", "ratio_to_erm", "images_per_s", "peak_mem_mb",
+"compile_s", ...}}``.
+
+XLA:CPU flags (``gdw_jax/cpu_flags.py``): ``--cpu-flags ours`` (default) runs with the library's
+fast CPU defaults, ``xla`` with XLA's own, ``both`` runs every configuration under each (keys of
+the XLA-default runs end in `` [xla defaults]``) and prints the ERM step ratio, the measurement
+behind docs/benchmarks.md. Each entry records the ``xla_flags`` it ran with.
 """
 from __future__ import annotations
 
@@ -26,7 +36,8 @@ import subprocess
 import sys
 import time
 
-from gdw_jax import fileio
+from gdw_jax import cpu_flags, fileio
+
 
 
 def _reset_peak_rss() -> bool:
@@ -69,9 +80,11 @@ def _worker(args) -> dict:
   c = common.base_config()
   c.method, c.model, c.hypergrad = args.method, args.model, args.hypergrad
   c.batch_size, c.num_epochs = args.batch, 80
+  c.compute_dtype = args.compute_dtype
   k = args.num_classes
   rng = np.random.default_rng(0)
-  shape = (args.batch, 32, 32, 3) if args.model != "mlp" else (args.batch, 8, 8, 1)
+  size = args.image_size
+  shape = (args.batch, size, size, 3) if args.model != "mlp" else (args.batch, 8, 8, 1)
   x = jnp.asarray(rng.normal(size=shape).astype(np.float32))
   y = jnp.asarray(rng.integers(0, k, args.batch))
   mx = jnp.asarray(rng.normal(size=shape).astype(np.float32))
@@ -116,6 +129,7 @@ def _worker(args) -> dict:
   else:
     peak, source = peak_with_compile, "rss+compile"
   return {"step_ms": 1e3 * statistics.median(times), "step_ms_min": 1e3 * min(times),
+          "images_per_s": args.batch / statistics.median(times),
           "compile_s": compile_s, "peak_mem_mb": peak, "peak_mem_source": source,
           "peak_rss_with_compile_mb": peak_with_compile,
           "rss_before_compile_mb": rss_before, "xla_temp_mb": xla_temp_mb,
@@ -123,16 +137,29 @@ def _worker(args) -> dict:
           "device": dev.device_kind}
 
 
-def _run_config(args, method: str, hypergrad: str) -> dict:
+def _env(flag_set: str) -> dict:
+  """The worker's environment: ours (the library's CPU defaults, where they apply) or XLA's."""
+  env = dict(os.environ, XLA_FLAGS=cpu_flags.user_flags())
+  for key in (cpu_flags.OPT_OUT, cpu_flags.ADDED):
+    env.pop(key, None)
+  if flag_set == "ours":
+    cpu_flags.apply(env)
+  env[cpu_flags.OPT_OUT] = "0"  # the worker runs with exactly these flags
+  return env
+
+
+def _run_config(args, method: str, hypergrad: str, flag_set: str = "ours") -> dict:
   cmd = [sys.executable, "-m", "experiments.bench_step", "--worker", "--model", args.model,
          "--batch", str(args.batch), "--methods", method, "--hypergrad", hypergrad,
          "--steps", str(args.steps), "--warmup", str(args.warmup),
-         "--num-classes", str(args.num_classes)]
+         "--num-classes", str(args.num_classes), "--image-size", str(args.image_size),
+         "--compute-dtype", args.compute_dtype]
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  r = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
+  env = _env(flag_set)
+  r = subprocess.run(cmd, cwd=root, capture_output=True, text=True, env=env)
   if r.returncode != 0:
     raise RuntimeError(f"{method}/{hypergrad} failed:\n{r.stderr[-3000:]}")
-  return json.loads(r.stdout.strip().splitlines()[-1])
+  return dict(json.loads(r.stdout.strip().splitlines()[-1]), xla_flags=env["XLA_FLAGS"])
 
 
 def table(results: dict) -> str:
@@ -155,7 +182,12 @@ def main(argv=None) -> int:
   p.add_argument("--steps", type=int, default=10, help="timed steps (>= 10)")
   p.add_argument("--warmup", type=int, default=2)
   p.add_argument("--num-classes", type=int, default=10)
+  p.add_argument("--image-size", type=int, default=32, help="square RGB inputs (not for mlp)")
+  p.add_argument("--compute-dtype", default="", choices=["", "float32", "bfloat16"],
+                 help="config.compute_dtype; '' = float32 (the parameters' dtype)")
   p.add_argument("--json", default=None)
+  p.add_argument("--cpu-flags", default="ours", choices=("ours", "xla", "both"),
+                 help="XLA:CPU flags: the library's fast defaults, XLA's own, or both")
   p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
   args = p.parse_args(argv)
 
@@ -169,21 +201,35 @@ def main(argv=None) -> int:
   bad = ([m for m in chosen if m not in methods.names()] +
          [h for h in hgs if h not in bilevel.HYPERGRADS] +
          ([args.model] if args.model not in models.names() else []))
-  if bad or not chosen or not hgs or args.steps < 10 or args.batch < 1:
+  if args.compute_dtype not in ("", "float32") and args.model in models.names():
+    bad += [] if models.supports_compute_dtype(args.model) else [
+        f"--compute-dtype {args.compute_dtype} with {args.model}"]
+  if bad or not chosen or not hgs or args.steps < 10 or args.batch < 1 or args.image_size < 1:
     print(f"error: bad arguments {bad or ''} (methods: {', '.join(methods.names())}; hypergrad: "
-          f"{', '.join(bilevel.HYPERGRADS)}; --steps >= 10; --batch >= 1)", file=sys.stderr)
+          f"{', '.join(bilevel.HYPERGRADS)}; --steps >= 10; --batch >= 1; --compute-dtype "
+          f"bfloat16 needs one of "
+          f"{', '.join(m for m in models.names() if models.supports_compute_dtype(m))})",
+          file=sys.stderr)
     return 2
 
-  results, t0 = {}, time.time()
-  erm = _run_config(args, "erm", hgs[0])
-  for method in chosen:
-    for hg in hgs:
-      r = erm if method == "erm" else _run_config(args, method, hg)
-      results[f"{method}/{hg}"] = dict(r, ratio_to_erm=r["step_ms"] / erm["step_ms"])
-      print(f"{method}/{hg}: {r['step_ms']:.1f} ms", file=sys.stderr, flush=True)
-  print(f"\n{args.model}, batch {args.batch}, {erm['backend']} ({erm['device']}), "
-        f"{time.time() - t0:.0f}s\n")
+  results, t0, erms = {}, time.time(), {}
+  sets = ("ours", "xla") if args.cpu_flags == "both" else (args.cpu_flags,)
+  for flag_set in sets:
+    suffix = " [xla defaults]" if flag_set == "xla" and len(sets) > 1 else ""
+    erm = erms[flag_set] = _run_config(args, "erm", hgs[0], flag_set)
+    for method in chosen:
+      for hg in hgs:
+        r = erm if method == "erm" else _run_config(args, method, hg, flag_set)
+        results[f"{method}/{hg}{suffix}"] = dict(r, ratio_to_erm=r["step_ms"] / erm["step_ms"])
+        print(f"{method}/{hg}{suffix}: {r['step_ms']:.1f} ms", file=sys.stderr, flush=True)
+  print(f"\n{args.model}, batch {args.batch}, {args.image_size} px, compute "
+        f"{args.compute_dtype or 'float32'}, {erm['backend']} ({erm['device']}), "
+        f"{time.time() - t0:.0f}s; XLA_FLAGS: {erms[sets[0]]['xla_flags'] or '(none)'}\n")
   print(table(results))
+  if len(sets) > 1:
+    ours, xla = erms["ours"]["step_ms"], erms["xla"]["step_ms"]
+    print(f"\nERM step: {ours:.1f} ms with our CPU flags, {xla:.1f} ms with XLA's defaults "
+          f"({xla / ours:.2f}x faster)")
   if args.json:
     fileio.write_json(args.json, results)
   return 0

@@ -4,6 +4,14 @@
         --methods erm,mwnet,gdw --json runs/bench.json
     python -m experiments.digits_benchmark --noise none --imbalance 0.1 --seeds 3 \
         --methods erm,cb,ldam_drw@ldam_drw,absgd@absgd_lt,mwnet,cmwnet@cmwnet_lt,gdw
+    python -m experiments.digits_benchmark --noise asym --rate 0.4 --seeds 3 \
+        --methods erm,mwnet,cmwnet,gdw,absgd@absgd_noise
+    python -m experiments.digits_benchmark --noise none --label-file runs/digits_pmd1_35.npy \
+        --seeds 3 --methods erm,mwnet,cmwnet,gdw
+
+``--noise`` takes every noise type (``asym``: the MNIST map drawn by ``--asym-generator``);
+``--label-file`` trains on given labels (e.g. from ``experiments.make_pmd_noise``), with
+``--hybrid`` the ``--noise`` on top of them.
 
 Every name in ``gdw_jax.methods.names()`` is a valid entry of ``--methods``; ``method@recipe``
 applies a published recipe from ``configs/recipes.py`` (after ``--epochs``, before ``--set``).
@@ -52,6 +60,8 @@ def entry_config(entry: str, args):
   config.method = method
   config.noise_type = args.noise
   config.noise_rate = args.rate
+  config.asym_generator = args.asym_generator
+  config.label_file, config.noise_on_given_labels = args.label_file, args.hybrid
   config.imbalance_factor = args.imbalance
   config.imbalance_type = args.imbalance_type
   config.progress = False
@@ -108,8 +118,12 @@ def table(results: dict) -> str:
 
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--noise", default="uniform", choices=["none", "uniform", "flip", "flip2"])
+  from gdw_jax import data
+  p.add_argument("--noise", default="uniform", choices=data.NOISE_TYPES)
   p.add_argument("--rate", type=float, default=0.4)
+  p.add_argument("--asym-generator", default="dividemix", choices=data.ASYM_GENERATORS)
+  p.add_argument("--label-file", default="", help="given noisy labels (.npy, one per pool image)")
+  p.add_argument("--hybrid", action="store_true", help="--noise on top of --label-file")
   p.add_argument("--imbalance", type=float, default=1.0, help="n_min/n_max in (0, 1]")
   p.add_argument("--imbalance-type", default="exp", choices=["exp", "step"])
   p.add_argument("--seeds", type=int, default=3, help="runs seeds 0..S-1")
@@ -151,6 +165,11 @@ def main(argv=None) -> int:
             f" ({final['wall_time_s']:.1f}s, noise {final['realised_noise_rate']:.3f})",
             file=sys.stderr, flush=True)
   noise = f"{args.noise} noise {args.rate}" if args.noise != "none" else "no noise"
+  if args.noise == "asym":
+    noise += f" ({args.asym_generator})"
+  if args.label_file:
+    noise = f"labels {os.path.basename(args.label_file)}" + (
+        f" + {noise}" if args.hybrid else "")
   desc = f"digits, {noise}" + (
       f", imbalance {args.imbalance} ({args.imbalance_type})" if args.imbalance < 1 else "")
   print(f"\n{desc}, {args.seeds} seed(s), {time.time() - t0:.0f}s total\n")

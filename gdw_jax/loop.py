@@ -357,8 +357,9 @@ def initial_state(runs: runs_lib.Runs):
     sample = runs.store.train_images(k)[:2]
     ds = runs.datasets[k]
     sample = ds.preprocess(sample) if ds.preprocess else sample
+    c = runs.configs[k]
     state = train.create_train_state(jax.random.PRNGKey(seed), runs.model, runs.methods[k],
-                                     runs.tx, sample)
+                                     runs.tx, sample, c.init_from, c.model)
     states.append(jax.device_get(state))
   state = jax.tree.map(lambda *a: np.stack(a), *states) if runs.batched else states[0]
   return parallel.put(state, parallel.state_sharding(runs.mesh))
@@ -380,7 +381,8 @@ class RunLog:
   def open_writer(self) -> None:
     self.writer = metrics.Writer(self.workdir, self.recorder.history, self.config.tensorboard,
                                  enabled=parallel.is_primary())
-    self.best = max([r["test_acc"] for r in self.recorder.history], default=-np.inf)
+    self.best = max([r["test_acc"] for r in self.recorder.history if r["test_acc"] is not None],
+                    default=-np.inf)
 
   def close(self) -> None:
     if self.writer is not None:
@@ -459,6 +461,23 @@ class Trainer:
     ds = r.datasets[0]
     self.x_test = ds.x_test if ds.x_test.dtype == np.uint8 else ds.x_test.astype(r.dtype)
 
+  def _evaluate_test(self) -> List[Dict[str, Any]]:
+    """Every run's test evaluation (``acc`` None when the data has no test set)."""
+    r = self.runs
+    if not r.datasets[0].has_test:
+      return [{"acc": None, "loss": None, "pred": np.zeros(0, np.int64)}] * r.num_runs
+    tests = self.evaluate(self.state.params, self.state.model_state, self.x_test,
+                          r.datasets[0].y_test)
+    return tests if r.batched else [tests]
+
+  def _train_eval(self, k: int) -> Dict[str, Any]:
+    """Run ``k``'s final model on its training set (the losses ``label_issues.csv`` ranks by)."""
+    r = self.runs
+    params, model_state = (runs_lib.run_slice(t, k, r.batched)
+                           for t in (self.state.params, self.state.model_state))
+    with self.timers("eval"):
+      return self.evaluate_one(params, model_state, r.store.train_images(k), r.store.labels[k])
+
   def _train_losses(self, k: int, params, model_state) -> np.ndarray:
     r = self.runs
     with self.timers("eval"):
@@ -467,7 +486,7 @@ class Trainer:
 
   def _probe_batches(self):
     """Run 0's batches of step 0, on the host (shapes and dtypes for the probes below)."""
-    r, st = self.runs, self.runs.store
+    st = self.runs.store
     idx, midx = self.inputs.indices(0)
     batch = {"x": st.images[st.train_rows[0][idx[0]]], "y": st.labels[0][idx[0]],
              "y_true": st.true_labels[0][idx[0]], "index": idx[0]}
@@ -616,9 +635,7 @@ class Trainer:
     """Evaluate every run; write its metrics row. Returns the runs' test accuracies."""
     r = self.runs
     with self.timers("eval"):
-      tests = self.evaluate(self.state.params, self.state.model_state, self.x_test,
-                            r.datasets[0].y_test)
-    tests = tests if r.batched else [tests]
+      tests = self._evaluate_test()
     done = (epoch + 1) * r.steps_per_epoch
     for log, test, picked in zip(self.logs, tests, self.metasets.picked):
       log.test = test
@@ -633,7 +650,7 @@ class Trainer:
 
   def _new_best(self, test_accs) -> bool:
     """Whether any run's test accuracy is a new best (all runs then save: one common step)."""
-    if test_accs is None:
+    if test_accs is None or test_accs[0] is None:  # not an epoch end, or no test set
       return False
     new = any(a > log.best for a, log in zip(test_accs, self.logs))
     for a, log in zip(test_accs, self.logs):
@@ -649,7 +666,8 @@ class Trainer:
             or (new_best and c.checkpoint_best))
 
   def _show(self, bar, epoch: int) -> None:
-    tests = [log.test["acc"] for log in self.logs if log.test is not None]
+    tests = [log.test["acc"] for log in self.logs
+             if log.test is not None and log.test["acc"] is not None]
     bar.set_postfix(epoch=f"{epoch + 1}/{self.runs.config.num_epochs}",
                     loss=f"{self.last_loss:.3f}",
                     test_acc=f"{np.mean(tests):.2f}" if tests else "-")
@@ -682,9 +700,7 @@ class Trainer:
     run) or the summary (seeds)."""
     r = self.runs
     if self.logs[0].test is None:  # resumed from the final checkpoint: nothing left to train
-      tests = self.evaluate(self.state.params, self.state.model_state, self.x_test,
-                            r.datasets[0].y_test)
-      for log, test in zip(self.logs, tests if r.batched else [tests]):
+      for log, test in zip(self.logs, self._evaluate_test()):
         log.test = test
     method_states = jax.device_get(self.state.method_state)
     steps_done = np.asarray(jax.device_get(self.state.step)).reshape(-1)
@@ -692,10 +708,13 @@ class Trainer:
     for k, log in enumerate(self.logs):
       final = runs_lib.final_summary(log.config, log.ds, log.recorder.history,
                                      int(steps_done[k]), r.mesh.size, self.elapsed())
+      final["label_score"] = r.methods[k].label_score  # how label_issues.csv ranks
       finals.append(final)
+      train_eval = self._train_eval(k)  # every process takes part (the mesh's collectives)
       if parallel.is_primary():
         runs_lib.write_end_files(log.workdir, log.ds, log.recorder, log.test,
-                                 runs_lib.run_slice(method_states, k, r.batched), final)
+                                 runs_lib.run_slice(method_states, k, r.batched), final,
+                                 train_eval, log.config.label_score_epochs)
     if parallel.is_primary() and r.config.report:
       with self.timers("report"):
         runs_lib.write_reports(r.workdirs)

@@ -2,13 +2,20 @@
 
 Any config key can be overridden, e.g. ``--config.method=mwnet --config.noise_rate=0.6``;
 ``--config.seeds=0,1,2,3,4`` trains five seeds as one program (``docs/scaling.md``).
+Methods defined outside the package run with ``--config.plugins=my_module,...`` (imported before
+the config file is read, so their option groups can be overridden too, e.g.
+``--config.plugins=examples.my_method --config.method=small_loss --config.small_loss.keep=0.7``).
 Kept thin: the work is in :func:`gdw_jax.train.train_and_evaluate`, importable from notebooks.
 """
 import os
 import sys
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+from gdw_jax import cpu_flags
+
+_CPU_FLAGS = cpu_flags.apply()  # before anything initialises JAX: XLA reads its flags once
+
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                "configs", "digits.py")
@@ -26,6 +33,27 @@ def _no_such_key(e: Exception, argv):
   sys.exit(2)
 
 
+def _plugins_in(argv):
+  """The value of ``--config.plugins=a,b`` (or ``--config.plugins a,b``) in ``argv``."""
+  for i, arg in enumerate(argv):
+    if arg.startswith("--config.plugins="):
+      return arg.split("=", 1)[1]
+    if arg == "--config.plugins" and i + 1 < len(argv):
+      return argv[i + 1]
+  return ""
+
+
+def _load_plugins(argv):
+  """Import the plugin modules before the config file builds its groups from the registry."""
+  from gdw_jax import methods
+  try:
+    methods.load_plugins(_plugins_in(argv))
+  except ValueError as e:
+    print(f"gdw_jax: error: --config.{e}", file=sys.stderr)
+    sys.exit(2)
+
+
+_load_plugins(sys.argv)
 try:  # with the default config file, ml_collections applies sys.argv's overrides right here
   config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG, "Training config file.",
                                   lock_config=True)
@@ -59,6 +87,8 @@ def main(argv):
     # bury the progress bar. Warnings still show; --verbosity=0 brings the INFO lines back.
     logging.set_verbosity(logging.WARNING)
   from gdw_jax import train, validation  # after flag parsing: keeps --help fast
+  if _CPU_FLAGS:
+    print(cpu_flags.describe(_CPU_FLAGS), file=sys.stderr)
   try:
     validation.check_overrides(FLAGS.config, config_flags.get_override_values(FLAGS["config"]))
     final = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
@@ -73,8 +103,16 @@ def main(argv):
     print(runs.summary_table(final))
     print(f"-> {os.path.join(FLAGS.workdir, 'summary.json')}")
     return
-  print(f"last5_acc={final['last5_acc']:.2f} best_acc={final['best_acc']:.2f} "
-        f"last_acc={final['last_acc']:.2f} -> {os.path.join(FLAGS.workdir, 'final.json')}")
+  out = os.path.join(FLAGS.workdir, "final.json")
+  if final["last5_acc"] is None:
+    print(f"trained {final['steps']} steps; no test accuracy (no test set) -> {out}")
+  else:
+    print(f"last5_acc={final['last5_acc']:.2f} best_acc={final['best_acc']:.2f} "
+          f"last_acc={final['last_acc']:.2f} -> {out}")
+  for note in final.get("notes", ()):  # e.g. a meta set that is not known to be clean
+    print(f"note: {note}")
+  print(f"label issues (most suspicious first): "
+        f"{os.path.join(FLAGS.workdir, 'label_issues.csv')}")
 
 
 if __name__ == "__main__":

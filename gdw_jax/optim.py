@@ -8,20 +8,42 @@ outside the square root as PyTorch does.
 from __future__ import annotations
 
 import math
+from typing import Tuple
 
 import jax.numpy as jnp
 import optax
+from flax import traverse_util
 
-LR_SCHEDULES = ("cosine_epoch", "constant", "step_epoch")
+LR_SCHEDULES = ("cosine_epoch", "constant", "step_epoch", "cosine_restarts")
 OPTIMIZERS = ("sgd", "adam")
+
+
+def cosine_restarts(t, base: float, eta_min: float, period: int, mult: int):
+  """PyTorch ``CosineAnnealingWarmRestarts(T_0=period, T_mult=mult, eta_min)`` at (integer)
+  ``t``: ``eta_min + (base - eta_min) (1 + cos(pi T_cur / T_i)) / 2`` where cycle ``i`` lasts
+  ``T_i = period mult^i`` and ``T_cur`` is ``t`` minus the cycle's start."""
+  t = jnp.asarray(t, jnp.float32)
+  if mult == 1:
+    t_cur, t_i = jnp.mod(t, period), float(period)
+  else:
+    i = jnp.floor(jnp.log(t / period * (mult - 1) + 1.0) / math.log(mult))
+    start = period * (mult ** i - 1.0) / (mult - 1)
+    t_i = period * mult ** i
+    # guard float rounding at a cycle boundary (t = start of cycle i + 1)
+    over = t - start >= t_i
+    start, t_i = jnp.where(over, start + t_i, start), jnp.where(over, t_i * mult, t_i)
+    t_cur = t - start
+  return eta_min + (base - eta_min) * 0.5 * (1.0 + jnp.cos(math.pi * t_cur / t_i))
 
 
 def lr_schedule(config, steps_per_epoch: int):
   """Learning rate as a function of the global step (constant within an epoch).
 
   ``cosine_epoch`` (GDW): ``lr_e = lr (1 + cos(pi e / T)) / 2`` with ``e`` the 0-based epoch and
-  ``T = num_epochs``. ``step_epoch``: ``lr * lr_decay ** (#milestones <= e)``. With
-  ``lr_warmup_epochs = W > 0`` every schedule is multiplied by ``min(1, (e + 1) / W)``.
+  ``T = num_epochs``. ``step_epoch``: ``lr * lr_decay ** (#milestones <= e)``.
+  ``cosine_restarts`` (CMW-Net ``mwn.py``): ``lr`` before ``lr_restart_epoch = s``, then
+  :func:`cosine_restarts` at ``e - s``. With ``lr_warmup_epochs = W > 0`` every schedule is
+  multiplied by ``min(1, (e + 1) / W)``.
   """
   base = float(config.learning_rate)
   total = int(config.num_epochs)
@@ -38,6 +60,14 @@ def lr_schedule(config, steps_per_epoch: int):
     milestones = jnp.asarray(tuple(config.lr_milestones) or (total + 1,))
     decay = float(config.lr_decay)
     sched = lambda step: base * decay ** jnp.sum(epoch_of(step) >= milestones)
+  elif kind == "cosine_restarts":
+    start, eta_min = int(config.lr_restart_epoch), float(config.lr_min)
+    period, mult = int(config.lr_restart_period), int(config.lr_restart_mult)
+
+    def sched(step):
+      t = epoch_of(step) - start
+      cos = cosine_restarts(jnp.maximum(t, 0), base, eta_min, period, mult)
+      return jnp.where(t < 0, base, cos)
   else:
     raise ValueError(f"unknown lr_schedule {kind!r}; valid: {', '.join(LR_SCHEDULES)}")
   warmup = int(config.get("lr_warmup_epochs", 0) or 0)
@@ -63,19 +93,68 @@ def make(name: str, learning_rate, *, weight_decay: float = 0.0, momentum: float
   return opt
 
 
+def parse_weight_decay_overrides(text: str) -> Tuple[Tuple[str, float], ...]:
+  """``"pattern:wd,..."`` -> ``((pattern, wd), ...)``; raises ValueError naming the key."""
+  out = []
+  for item in (text or "").split(","):
+    item = item.strip()
+    if not item:
+      continue
+    pattern, sep, value = item.rpartition(":")
+    try:
+      wd = float(value)
+    except ValueError:
+      wd = -1.0
+    if not sep or not pattern or wd < 0:
+      raise ValueError(f"weight_decay_overrides entry {item!r} is not pattern:value with a "
+                       f"value >= 0 (e.g. weight_decay_overrides='fc1:0.01')")
+    out.append((pattern, wd))
+  return tuple(out)
+
+
+def weight_decay_transform(weight_decay: float, overrides=()) -> optax.GradientTransformation:
+  """Coupled L2: ``g + wd p``; a parameter whose path (``a/b/kernel``) contains an override's
+  pattern gets that override's ``wd`` (the first that matches), as a PyTorch param group."""
+  if not overrides:
+    return optax.add_decayed_weights(weight_decay) if weight_decay else optax.identity()
+  groups = ["default"] + [f"override{i}" for i in range(len(overrides))]
+  decays = [weight_decay] + [wd for _, wd in overrides]
+
+  def label(params):
+    flat = traverse_util.flatten_dict(params, sep="/")
+    return traverse_util.unflatten_dict({
+        path: next((groups[i + 1] for i, (pat, _) in enumerate(overrides) if pat in path),
+                   "default") for path in flat}, sep="/")
+
+  return optax.multi_transform(
+      {g: optax.add_decayed_weights(wd) if wd else optax.identity()
+       for g, wd in zip(groups, decays)}, label)
+
+
 def classifier_optimizer(config) -> optax.GradientTransformation:
   """The classifier's SGD (momentum, coupled L2) with the learning rate as an *injected*
   hyperparameter (``optax.inject_hyperparams``): it keeps no schedule and no step count of its
   own. The train step computes ``lr = schedule(state.step)`` once and hands that same value to
   the look-ahead (virtual) step and, through :func:`set_learning_rate`, to this optimizer, so
   the two cannot disagree, whatever step a train state was created at (parity fixtures recorded
-  mid-training, a resume, a user's own loop)."""
+  mid-training, a resume, a user's own loop).
+
+  Options of ABSGD's noisy-label code: ``grad_clip_norm > 0`` clips the gradient to that global
+  norm *before* the L2 term is added (``clip_grad_norm_`` then ``SGD.step``), and
+  ``weight_decay_overrides`` gives some parameters their own L2 (PyTorch param groups)."""
   weight_decay, momentum = float(config.weight_decay), float(config.momentum)
   nesterov = bool(config.nesterov)
+  clip = float(config.grad_clip_norm)
+  overrides = parse_weight_decay_overrides(config.weight_decay_overrides)
 
   def sgd(learning_rate):
-    return make("sgd", learning_rate, weight_decay=weight_decay, momentum=momentum,
-                nesterov=nesterov)
+    if not clip and not overrides:  # the plain chain (same optimizer state as before)
+      return make("sgd", learning_rate, weight_decay=weight_decay, momentum=momentum,
+                  nesterov=nesterov)
+    return optax.chain(
+        optax.clip_by_global_norm(clip) if clip else optax.identity(),
+        weight_decay_transform(weight_decay, overrides),
+        make("sgd", learning_rate, momentum=momentum, nesterov=nesterov))
 
   return optax.inject_hyperparams(sgd)(learning_rate=float(config.learning_rate))
 

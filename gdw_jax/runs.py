@@ -297,31 +297,39 @@ def write_start_files(runs: Runs) -> None:
 def final_summary(config, ds, history, steps: int, num_devices: int,
                   wall_time: float) -> Dict[str, Any]:
   accs = [r["test_acc"] for r in history]
+  has = bool(accs) and accs[-1] is not None  # no test set: every accuracy is None
   return {
       "method": config.method, "dataset": config.dataset, "noise_type": config.noise_type,
       "noise_rate": config.noise_rate, "imbalance_factor": config.imbalance_factor,
       "seed": config.seed, "num_epochs": config.num_epochs, "steps": steps,
-      "last_acc": accs[-1], "best_acc": max(accs), "best_epoch": int(np.argmax(accs)),
-      "last5_acc": float(np.mean(accs[-5:])),
+      "last_acc": accs[-1] if has else None, "best_acc": max(accs) if has else None,
+      "best_epoch": int(np.argmax(accs)) if has else None,
+      "last5_acc": float(np.mean(accs[-5:])) if has else None,
       "final_train_loss": history[-1]["train_loss"],
-      "realised_noise_rate": float(ds.noise_mask.mean()),
+      "realised_noise_rate": ds.realised_noise_rate, "notes": list(ds.notes),
       "num_devices": num_devices, "num_processes": jax.process_count(),
       "wall_time_s": wall_time,
   }
 
 
 def write_end_files(workdir: str, ds, recorder, test, method_state,
-                    final: Dict[str, Any]) -> None:
-  """One run's end-of-run files: test predictions, method state, per-sample weights, then
+                    final: Dict[str, Any], train_eval: Dict[str, Any],
+                    label_score_epochs: int) -> None:
+  """One run's end-of-run files: test predictions, method state, per-sample weights,
+  ``label_issues.csv`` (ranked from ``train_eval``, the final model on the training set), then
   ``final.json`` (written last: its presence means the run completed). The report follows
   (:func:`write_reports`)."""
+  from gdw_jax.analysis import label_issues  # pylint: disable=import-outside-toplevel
   fileio.save_npz(os.path.join(workdir, "predictions.npz"), test_pred=test["pred"],
                   test_labels=ds.y_test)
   fileio.write_bytes(os.path.join(workdir, "method_state.msgpack"),
                      flax.serialization.to_bytes(method_state))
   fileio.save_npz(os.path.join(workdir, "sample_weights.npz"),
                   instance_weight=recorder.instance_w, final_weights=recorder.epoch_w,
-                  noisy_labels=ds.y_train, true_labels=ds.y_train_true)
+                  noisy_labels=ds.y_train,
+                  **({"true_labels": ds.y_train_true} if ds.truth_known else {}))
+  label_issues.write_for_run(label_issues.path_in(workdir), ds, train_eval, recorder.instance_w,
+                             final["label_score"], label_score_epochs)
   fileio.write_json(os.path.join(workdir, "final.json"), final)
 
 
@@ -338,6 +346,9 @@ def summarize(seeds: Sequence[int], finals: Sequence[Dict[str, Any]]) -> Dict[st
   out = {"seeds": list(seeds), "method": finals[0]["method"], "dataset": finals[0]["dataset"],
          "runs": {str(s): f for s, f in zip(seeds, finals)}, "mean": {}, "std": {}}
   for key in SUMMARY_KEYS:
+    if any(f[key] is None for f in finals):  # no test set: no accuracy to average
+      out["mean"][key] = out["std"][key] = None
+      continue
     values = np.array([f[key] for f in finals], np.float64)
     out["mean"][key], out["std"][key] = float(values.mean()), float(values.std())
   return out
@@ -349,10 +360,15 @@ def summary_table(summary: Dict[str, Any]) -> str:
   lines = [f"{summary['method']} on {summary['dataset']}, {len(summary['seeds'])} seed(s)", "",
            "| seed | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
   for seed, final in summary["runs"].items():
-    lines.append(f"| {seed} | " + " | ".join(f"{final[k]:.4g}" for k in keys) + " |")
+    lines.append(f"| {seed} | " + " | ".join(_num(final[k], ".4g") for k in keys) + " |")
   lines.append("| mean ± std | " + " | ".join(
-      f"{summary['mean'][k]:.4g} ± {summary['std'][k]:.2g}" for k in keys) + " |")
+      f"{_num(summary['mean'][k], '.4g')} ± {_num(summary['std'][k], '.2g')}" for k in keys)
+      + " |")
   return "\n".join(lines)
+
+
+def _num(value, fmt: str) -> str:
+  return "-" if value is None else format(value, fmt)
 
 
 def write_summary(workdir: str, summary: Dict[str, Any]) -> None:

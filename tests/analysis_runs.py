@@ -6,7 +6,9 @@ import os
 import shutil
 import tempfile
 
-EPOCHS = 3
+# 15 epochs: long enough for the weight nets to pass their early phase, where MW-Net's weights
+# still favour the noisy samples, so the label-issue tests can check the ranking on these runs.
+EPOCHS = 15
 # erm runs long-tailed so the head/tail split is exercised; all runs have 40% uniform noise.
 RUNS = {
     "erm": {"imbalance_factor": 0.2},

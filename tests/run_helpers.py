@@ -63,8 +63,10 @@ except train.ConfigError as e:
 
 def env(devices=1):
   """Environment of a subprocess on ``devices`` fake CPU devices."""
+  flags = os.environ.get("XLA_FLAGS", "").split()  # keeps the suite's CPU flags (conftest)
+  flags = [f for f in flags if not f.startswith("--xla_force_host_platform_device_count")]
   e = dict(os.environ, JAX_PLATFORMS="cpu",
-           XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+           XLA_FLAGS=" ".join(flags + [f"--xla_force_host_platform_device_count={devices}"]),
            JAX_COMPILATION_CACHE_DIR=_CACHE, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
            JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
   e.pop("KILL_AT", None)

@@ -227,7 +227,8 @@ def test_report_on_a_large_long_tailed_run(tmp_path):
   assert set(summary["figures"]) == {"corruption.png", "learning_curves.png",
                                      "weights_over_training.png", "class_weight_maps.png",
                                      "per_class_accuracy.png"}
-  assert summary["skipped"] == ["Learned weighting function: method_state.msgpack is missing"]
+  assert summary["skipped"] == ["Learned weighting function: method_state.msgpack is missing",
+                                "Label issues: label_issues.csv is missing"]
   auc = stats.auc_per_epoch(iw, noisy)
   assert np.all(np.diff(auc) > 0)
   assert summary["detection_auc"] == pytest.approx(auc[-1])
@@ -262,4 +263,5 @@ def test_report_survives_inconsistent_files(tmp_path):
   assert skipped[0].startswith("Learned weighting function: could not rebuild the weight net")
   assert skipped[1:] == [
       "Clean vs mislabelled weights: sample_weights.npz (7 samples) does not match labels.npz "
-      "(240)", "GDW class-level weights: sample_weights.npz has no final_weights"]
+      "(240)", "GDW class-level weights: sample_weights.npz has no final_weights",
+      "Label issues: label_issues.csv is missing"]

@@ -7,7 +7,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from configs import cifar as cifar_config
-from gdw_jax import train
+from gdw_jax import train, validation
 from gdw_jax.validation import ConfigError
 from tests import cifar_fixtures as fx
 
@@ -123,7 +123,9 @@ def test_every_command_in_the_docs_parses():
   found = re.findall(r"`--config=configs/cifar\.py:([^`]*)`|`(method=[^`]*)`", doc)
   args = [(a or b).replace("$C100", "c100.tar.gz").replace("$C10", "c10.tar.gz")
           for a, b in found]
-  assert len(args) >= 13  # the two GDW README rows, 8 MW-Net rows, 3 CMW-Net rows
+  # the two GDW README rows, 8 MW-Net rows, 16 CMW-Net rows (LT, noise, PMD, hybrid), 3 ABSGD
+  assert len(args) >= 28
   for arg in args:
     c = cifar_config.get_config(arg)
+    validation.validate(c)
     assert c.method in arg and c.recipe

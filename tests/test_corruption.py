@@ -99,7 +99,8 @@ def test_make_biased_split_end_to_end():
 
 
 def test_bad_noise_arguments():
-  with pytest.raises(ValueError, match="valid: none, uniform, flip, flip2"):
+  with pytest.raises(ValueError, match="valid: none, uniform, uniform_other, flip, flip2, "
+                                       "sym_exact, sym_other, asym$"):
     corruption.corruption_matrix("pairflip", 10, 0.2, _rng())
   with pytest.raises(ValueError, match=r"\[0, 1\]"):
     corruption.corruption_matrix("uniform", 10, 1.5, _rng())

@@ -62,7 +62,8 @@ BAD = [
     ({"method": "sgd"}, "unknown method 'sgd'; valid: absgd, cb, cmwnet, cmwnet_sl, erm, focal, "
                         "gdw, l2rw, ldam_drw, mwnet"),
     ({"dataset": "mnist"}, "unknown dataset 'mnist'; valid:"),
-    ({"noise_type": "pair"}, "unknown noise_type 'pair'; valid: none, uniform, flip, flip2"),
+    ({"noise_type": "pair"}, "unknown noise_type 'pair'; valid: none, uniform, uniform_other, "
+                             "flip, flip2, sym_exact, sym_other, asym"),
     ({"noise_rate": 1.2}, "noise_rate must be in [0, 1], got 1.2"),
     ({"noise_rate": -0.1}, "noise_rate must be in [0, 1], got -0.1"),
     ({"imbalance_factor": 0.0}, "imbalance_factor must be in (0, 1]"),

@@ -77,6 +77,8 @@ def learning_curves(run: Run) -> Figure:
   for key, label, scale, color in (("test_acc", "test (clean labels)", 1.0, "C0"),
                                    ("train_acc_true", "train vs true labels", 100.0, "C1"),
                                    ("train_acc_noisy", "train vs given labels", 100.0, "C2")):
+    if key == "train_acc_true" and not run.truth_known:
+      continue  # the given labels stood in for the unknown truth
     y = _series(m, key) * scale  # the trainer logs train accuracy as a fraction, test in %
     if np.isfinite(y).any():
       ax_acc.plot(ep, y, marker=mk, color=color, label=label)

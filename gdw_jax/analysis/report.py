@@ -15,7 +15,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from gdw_jax import fileio
-from gdw_jax.analysis import plots, stats
+from gdw_jax.analysis import label_issues, plots, stats
 from gdw_jax.analysis import weight_fn as weight_fn_lib
 from gdw_jax.analysis.workdir import Run, load_run
 
@@ -124,6 +124,13 @@ class _Skip(Exception):
   pass
 
 
+def _truth(run: Run) -> np.ndarray:
+  """The noise mask, or a skip saying why there is none."""
+  if not run.truth_known:
+    raise _Skip("the true labels are unknown (the given labels were used as they are)")
+  return _need(run.noise_mask, "labels.npz")
+
+
 def _need(value, what: str):
   if value is None:
     raise _Skip(f"{what} is missing")
@@ -141,6 +148,8 @@ def _config_section(doc: _Doc, run: Run):
 
 
 def _data_section(doc: _Doc, run: Run):
+  if not run.truth_known:
+    raise _Skip("the true labels are unknown (the given labels were used as they are)")
   y, t = _need(run.noisy_labels, "labels.npz"), _need(run.true_labels, "labels.npz")
   k = run.num_classes or int(max(y.max(), t.max())) + 1
   data = run.data or {}
@@ -172,6 +181,11 @@ def _data_section(doc: _Doc, run: Run):
 
 
 def _final_section(doc: _Doc, run: Run, summary: Dict[str, Any]):
+  if run.final is not None and run.final.get("last_acc") is None and "steps" in run.final:
+    doc.add(f"No test set: no test accuracy exists. Trained {run.final['steps']} steps in "
+            f"{_fmt(run.final.get('wall_time_s'), 1)} s; final train loss (given labels) "
+            f"{_fmt(run.final.get('final_train_loss'), 4)}.", "")
+    return
   final = _need(final_metrics(run), "final.json (and test accuracy in metrics.jsonl)")
   if final.get("from_metrics"):
     doc.add(f"final.json is missing: numbers from the {final['num_epochs']} epochs logged in "
@@ -221,7 +235,7 @@ def _weight_fn_section(doc: _Doc, run: Run, wf):
 
 def _weights_section(doc: _Doc, run: Run, summary: Dict[str, Any]):
   w = _need(run.weights, "sample_weights.npz")
-  noisy = _need(run.noise_mask, "labels.npz")
+  noisy = _truth(run)
   if "instance_weight" not in w:
     raise _Skip("sample_weights.npz has no instance_weight")
   if w["instance_weight"].shape[-1] != noisy.shape[0]:
@@ -256,6 +270,7 @@ def _class_weights_section(doc: _Doc, run: Run):
     raise _Skip("sample_weights.npz has no final_weights")
   if fw.ndim != 2 or fw.shape[1] < 2:
     raise _Skip(f"{run.method} has instance-level weights only (no class-level W*)")
+  _truth(run)
   y, t = _need(run.noisy_labels, "labels"), _need(run.true_labels, "labels")
   maps = stats.class_weight_maps(fw, y, t)
   doc.add("Mean W*[i, j] over the samples with given label y (rows) for each class column j "
@@ -272,12 +287,57 @@ def _class_weights_section(doc: _Doc, run: Run):
 
 def _per_class_section(doc: _Doc, run: Run, summary: Dict[str, Any]):
   _need(run.predictions, "predictions.npz")
+  if not np.asarray(run.predictions.get("test_labels", [])).size:
+    raise _Skip("there is no test set")
   if summary.get("head_acc") is not None:
     head, tail = stats.head_tail_split(run.train_counts)
     doc.add(f"Head = the {len(head)} classes with most training samples "
             f"({', '.join(map(str, head))}), tail = the rest. Test accuracy: head "
             f"**{summary['head_acc']:.2f}%**, tail **{summary['tail_acc']:.2f}%**.", "")
   doc.figure(plots.per_class_accuracy(run), "per_class_accuracy.png", "per-class accuracy")
+
+
+def _notes(run: Run) -> List[str]:
+  """What the run said about its data in words (final.json, else data.json)."""
+  for src in (run.final, run.data):
+    if src is not None and src.get("notes"):
+      return list(src["notes"])
+  return []
+
+
+def _label_issues_section(doc: _Doc, run: Run, summary: Dict[str, Any]):
+  cols = _need(run.label_issues, "label_issues.csv")
+  score = (run.final or {}).get("label_score")
+  n = len(cols["rank"])
+  what = {"probability": "the final model's probability of the given label",
+          "weight": f"the mean instance weight over the last "
+                    f"{run.get('label_score_epochs', 'few')} epochs"}
+  doc.add(f"`label_issues.csv` ranks all {n} training samples, most suspicious first, by "
+          f"{what.get(score, 'the score column')} (this method's `label_score`: "
+          f"`{score or 'n/a'}`).", "")
+  if "mislabelled" in cols:
+    k = int(cols["mislabelled"].sum())
+    doc.add(f"With the true labels known ({k} of {n} training labels are wrong, "
+            f"{100 * k / max(n, 1):.1f}%): how well each score finds them (mislabelled = "
+            f"positive; precision@k with k = {k}; a random ranking gets AUROC 0.5 and "
+            f"AUPRC = precision@k = {k / max(n, 1):.3f}).", "",
+            "| score | AUROC | AUPRC | precision@k |", "|---|---|---|---|")
+    found = {}
+    for name, s in label_issues.score_columns(cols, score).items():
+      d = label_issues.detection(s, cols["mislabelled"])
+      found[name] = d
+      mark = " (method's)" if name == score else ""
+      doc.add(f"| {name}{mark} | {_fmt(d and d['auroc'], 3)} | {_fmt(d and d['auprc'], 3)} | "
+              f"{_fmt(d and d['precision_at_k'], 3)} |")
+    doc.add("")
+    summary["label_issues"] = found
+  shown = min(10, n)
+  doc.add(f"Top {shown}:", "", "| rank | id | given | predicted | p(given) | score |",
+          "|---|---|---|---|---|---|")
+  for i in range(shown):
+    doc.add(f"| {cols['rank'][i]} | `{cols['id'][i]}` | {cols['given_label'][i]} | "
+            f"{cols['predicted_label'][i]} | {cols['p_given'][i]:.3g} | {cols['score'][i]:.4g} |")
+  doc.add("")
 
 
 def write_report(workdir: str, loss_max: float = 10.0) -> str:
@@ -302,6 +362,9 @@ def write_report(workdir: str, loss_max: float = 10.0) -> str:
           f"Workdir `{os.path.abspath(workdir)}`, written "
           f"{datetime.datetime.now().isoformat(timespec='seconds')} by "
           "`gdw_jax.analysis.report`.", "")
+  for note in _notes(run):
+    doc.add(f"**Note: {note}.**", "")
+  summary["notes"] = _notes(run)
   doc.section("Final metrics", lambda: _final_section(doc, run, summary))
   doc.section("Configuration", lambda: _config_section(doc, run))
   doc.section("Data and realised corruption", lambda: _data_section(doc, run))
@@ -310,6 +373,7 @@ def write_report(workdir: str, loss_max: float = 10.0) -> str:
   doc.section("Clean vs mislabelled weights", lambda: _weights_section(doc, run, summary))
   doc.section("GDW class-level weights", lambda: _class_weights_section(doc, run))
   doc.section("Per-class accuracy", lambda: _per_class_section(doc, run, summary))
+  doc.section("Label issues", lambda: _label_issues_section(doc, run, summary))
   _finish(doc, run.problems)
   summary["figures"] = doc.figures
   summary["skipped"] = doc.skipped

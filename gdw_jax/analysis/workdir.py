@@ -1,10 +1,12 @@
 """Read what a training run left in its workdir; every file is optional.
 
 The trainer (:func:`gdw_jax.train.train_and_evaluate`) writes ``config.json``, ``data.json``,
-``labels.npz``, ``metrics.jsonl``, ``final.json``, ``sample_weights.npz``, ``predictions.npz``
-and ``method_state.msgpack``. A run killed early, an older run or another trainer may lack some
-of them: :func:`load_run` keeps ``None`` for each missing piece and the analysis skips what it
-cannot draw, so one missing file never hides the rest.
+``labels.npz``, ``metrics.jsonl``, ``final.json``, ``sample_weights.npz``, ``predictions.npz``,
+``method_state.msgpack`` and ``label_issues.csv``. A run killed early, an older run or another
+trainer may lack some of them: :func:`load_run` keeps ``None`` for each missing piece and the
+analysis skips what it cannot draw, so one missing file never hides the rest. A run on given
+labels whose truth is unknown (``labels.npz`` ``truth_known=False``) has no true labels:
+everything that needs them is skipped.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ class Run:
   weights: Optional[Dict[str, np.ndarray]] = None      # sample_weights.npz
   predictions: Optional[Dict[str, np.ndarray]] = None
   method_state_bytes: Optional[bytes] = None
+  label_issues: Optional[Dict[str, np.ndarray]] = None  # label_issues.csv, in rank order
   problems: List[str] = dataclasses.field(default_factory=list)  # unreadable files
 
   def get(self, key: str, default=None):
@@ -62,7 +65,16 @@ class Run:
     return None
 
   @property
+  def truth_known(self) -> bool:
+    """False when the run's labels were used as given and their truth is unknown."""
+    if self.labels is not None and "truth_known" in self.labels:
+      return bool(self.labels["truth_known"])
+    return True
+
+  @property
   def true_labels(self) -> Optional[np.ndarray]:
+    if not self.truth_known:
+      return None
     for src in (self.labels, self.weights):
       if src is not None and "true_labels" in src:
         return np.asarray(src["true_labels"])
@@ -85,6 +97,8 @@ class Run:
   @property
   def noise_desc(self) -> str:
     kind, rate = self.get("noise_type", None), self.get("noise_rate", None)
+    if not self.truth_known:
+      return "given labels (truth unknown)"
     if kind is None:
       return "noise unknown"
     if kind == "none" or not rate:
@@ -135,6 +149,9 @@ def _read(path: str, kind: str):
           except json.JSONDecodeError:
             break
       return rows
+  if kind == "csv":
+    from gdw_jax.analysis import label_issues  # pylint: disable=import-outside-toplevel
+    return label_issues.read_csv(path)
   if kind == "npz":
     out = {}
     with np.load(path, allow_pickle=False) as z:
@@ -157,6 +174,7 @@ _FILES = (  # (attribute, file name, kind)
     ("weights", "sample_weights.npz", "npz"),
     ("predictions", "predictions.npz", "npz"),
     ("method_state_bytes", "method_state.msgpack", "bytes"),
+    ("label_issues", "label_issues.csv", "csv"),
 )
 
 

@@ -14,6 +14,11 @@ gather, and the conversion to float happens once, after the crop:
 where ``R`` reflects an index into ``[0, 31]`` without repeating the edge (PyTorch / NumPy
 ``reflect``: ``-1 -> 1``, ``32 -> 30``) and ``dy_n, dx_n`` are uniform in ``{0, ..., 8}`` (every
 32x32 window of the 40x40 padded image), drawn per example, as is ``flip_n``.
+
+The same gather serves a user's own images of any ``H, W, C`` (:func:`image_transforms`):
+normalisation with the training set's per-channel mean and std (:func:`channel_stats`), and, as
+options, the random crop with reflect padding and the horizontal flip (off by default: a flipped
+digit or X-ray is not the same class).
 """
 from __future__ import annotations
 
@@ -50,14 +55,15 @@ def crop_flip(x, dy, dx, flip, pad: int = PAD):
   return x[jnp.arange(n)[:, None, None], rows, cols]
 
 
-def random_crop_flip(rng, x, pad: int = PAD):
-  """Per-example random crop (reflect padding ``pad``) and horizontal flip with probability 1/2."""
+def random_crop_flip(rng, x, pad: int = PAD, flip: bool = True):
+  """Per-example random crop (reflect padding ``pad``) and, if ``flip``, horizontal flip with
+  probability 1/2."""
   n = x.shape[0]
   k_dy, k_dx, k_flip = jax.random.split(rng, 3)
   dy = jax.random.randint(k_dy, (n,), 0, 2 * pad + 1)
   dx = jax.random.randint(k_dx, (n,), 0, 2 * pad + 1)
-  flip = jax.random.bernoulli(k_flip, 0.5, (n,))
-  return crop_flip(x, dy, dx, flip, pad)
+  flips = (jax.random.bernoulli(k_flip, 0.5, (n,)) if flip else jnp.zeros((n,), bool))
+  return crop_flip(x, dy, dx, flips, pad)
 
 
 def cifar_train_transform(rng, x):
@@ -69,3 +75,41 @@ def cifar_no_augment(rng, x):
   """The official ``--no-augment``: normalise only (the rng is unused)."""
   del rng
   return normalize(x)
+
+
+def channel_stats(x, chunk: int = 4096):
+  """Per-channel ``(mean, std)`` of ``x`` ``[n, H, W, C]`` in its own units (uint8: 0..255), as
+  float32; accumulated in float64 chunk by chunk. A constant channel gets std 1."""
+  x = np.asarray(x)
+  c = x.shape[-1]
+  total, total_sq, count = np.zeros(c), np.zeros(c), 0
+  for start in range(0, x.shape[0], chunk):
+    b = x[start:start + chunk].astype(np.float64).reshape(-1, c)
+    total += b.sum(0)
+    total_sq += (b * b).sum(0)
+    count += b.shape[0]
+  mean = total / max(count, 1)
+  std = np.sqrt(np.maximum(total_sq / max(count, 1) - mean ** 2, 0.0))
+  std = np.where(std > 0, std, 1.0)
+  return mean.astype(np.float32), std.astype(np.float32)
+
+
+def image_transforms(mean, std, crop_pad: int = 0, flip: bool = False):
+  """``(augment, preprocess)`` for images of any shape: ``preprocess(x) = (x - mean) / std`` per
+  channel (uint8 is first cast to float32; a float input keeps its precision); ``augment(rng,
+  x)`` first crops at a random offset of the ``crop_pad``-reflect-padded image and flips with
+  probability 1/2 if asked, then preprocesses. Pass ``mean=0, std=1`` for no normalisation."""
+  mean = np.asarray(mean, np.float32)
+  std = np.asarray(std, np.float32)
+
+  def preprocess(x):
+    x = jnp.asarray(x)
+    x = x.astype(jnp.float32) if not jnp.issubdtype(x.dtype, jnp.floating) else x
+    return (x - mean.astype(x.dtype)) / std.astype(x.dtype)
+
+  def augment(rng, x):
+    if crop_pad or flip:
+      x = random_crop_flip(rng, x, crop_pad, flip)
+    return preprocess(x)
+
+  return augment, preprocess

@@ -35,7 +35,7 @@ from typing import Dict, NamedTuple, Optional, Sequence
 
 import numpy as np
 
-from gdw_jax.data import augment, sources
+from gdw_jax.data import augment, label_files, sources
 
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
 ARCHIVES = {"cifar10": "cifar-10-python.tar.gz", "cifar100": "cifar-100-python.tar.gz"}
@@ -222,24 +222,12 @@ def load_label_file(path: str, num_images: int, num_classes: int) -> np.ndarray:
   Accepted lengths: ``num_images`` (every training image) or ``int(0.9 * num_images)`` (PLC's
   files: the first 45,000 CIFAR images; the rest is held out).
   """
-  path = os.path.expanduser(path)
-  if not os.path.exists(path):
-    raise DataNotFoundError(f"label file {path} does not exist")
-  try:
-    labels = np.load(path, allow_pickle=False)
-  except (ValueError, OSError) as e:
-    raise ValueError(f"label file {path} is not a .npy array: {e}") from None
+  if not os.path.exists(os.path.expanduser(path)):
+    raise DataNotFoundError(f"label file {os.path.expanduser(path)} does not exist")
   plc = int(PLC_TRAIN_FRACTION * num_images)
-  if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-    raise ValueError(f"label file {path} must hold a 1-D integer array, got shape "
-                     f"{labels.shape} dtype {labels.dtype}")
-  if labels.shape[0] not in (num_images, plc):
-    raise ValueError(f"label file {path} has {labels.shape[0]} labels; expected {num_images} "
-                     f"(one per training image) or {plc} (PLC: the first {plc} images)")
-  if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
-    raise ValueError(f"label file {path} has labels in [{labels.min()}, {labels.max()}]; "
-                     f"this dataset has {num_classes} classes (0..{num_classes - 1})")
-  return labels.astype(np.int64)
+  return label_files.load(path, num_classes, (num_images, plc),
+                          f"{num_images} (one per training image) or {plc} (PLC: the first "
+                          f"{plc} images)")
 
 
 # ---- the registered sources ------------------------------------------------------------------

@@ -10,8 +10,11 @@ Noise models (row-stochastic corruption matrix ``C``, ``K`` classes, rate ``r``)
   label*, so the expected fraction of changed labels is ``r (1 - 1/K)``.
 * ``flip``: ``C = (1 - r) I`` plus ``r`` on one random off-diagonal class per row.
 * ``flip2``: ``C = (1 - r) I`` plus ``r / 2`` on two distinct random off-diagonal classes.
+* ``uniform_other`` (PLC's ``noise.py``): ``C = (1 - r) I`` plus ``r / (K - 1)`` off the diagonal.
 
-Every training label ``y`` is then replaced by a draw from ``C[y]``.
+Every training label ``y`` is then replaced by a draw from ``C[y]``. The generators of the other
+papers (``sym_exact``, ``sym_other``, ``asym`` with its class maps) draw exact counts or follow a
+class map; they live in :mod:`gdw_jax.data.noise` and are dispatched by :func:`add_noise`.
 
 Long-tailed subsampling keeps ``n_c`` images of class ``c`` (by true label):
 ``exp``: ``n_c = int(n_max * f ** (c / (K - 1)))``; ``step``: ``n_max`` for the first ``K // 2``
@@ -30,16 +33,23 @@ training set is then the complement of a *different* split and mostly contains t
 (``../shared/specs/gdw.md`` §3.1). Default (``None``): one split, meta and training disjoint.
 
 Noisy labels can also be given per pool image (feature-dependent label files, human noise): they
-replace the sampling step; the split and the imbalance are drawn as above.
+replace the sampling step; the split and the imbalance are drawn as above. With
+``noise_on_given_labels`` the synthetic noise is then applied *on top of* the given labels (the
+source class of a flip is the given label), as CMW-Net's ``mwn.py`` builds its hybrid noise
+(PMD labels + 30% symmetric / asymmetric noise).
 """
 from __future__ import annotations
 
 import random
-from typing import NamedTuple, Optional
+from typing import Dict, NamedTuple, Optional
 
 import numpy as np
 
-NOISE_TYPES = ("none", "uniform", "flip", "flip2")
+from gdw_jax.data import noise
+
+MATRIX_NOISE_TYPES = ("none", "uniform", "uniform_other", "flip", "flip2")
+NOISE_TYPES = MATRIX_NOISE_TYPES + ("sym_exact", "sym_other", "asym")
+ASYM_GENERATORS = noise.ASYM_GENERATORS
 IMBALANCE_TYPES = ("exp", "step")
 SPLIT_RNGS = ("numpy", "legacy")
 
@@ -76,8 +86,9 @@ def flip2_matrix(num_classes: int, rate: float, rng: np.random.Generator) -> np.
 
 def corruption_matrix(noise_type: str, num_classes: int, rate: float,
                       rng: np.random.Generator) -> np.ndarray:
-  """The ``[K, K]`` row-stochastic matrix of ``noise_type`` at ``rate``."""
-  if noise_type not in NOISE_TYPES:
+  """The ``[K, K]`` row-stochastic matrix of ``noise_type`` (one of MATRIX_NOISE_TYPES) at
+  ``rate``."""
+  if noise_type not in MATRIX_NOISE_TYPES:
     raise ValueError(f"unknown noise type {noise_type!r}; valid: {', '.join(NOISE_TYPES)}")
   if not 0.0 <= rate <= 1.0:
     raise ValueError(f"noise rate must be in [0, 1], got {rate}")
@@ -85,6 +96,8 @@ def corruption_matrix(noise_type: str, num_classes: int, rate: float,
     return np.eye(num_classes)
   if noise_type == "uniform":
     return uniform_matrix(num_classes, rate)
+  if noise_type == "uniform_other":
+    return noise.uniform_other_matrix(num_classes, rate)
   if noise_type == "flip":
     return flip_matrix(num_classes, rate, rng)
   return flip2_matrix(num_classes, rate, rng)
@@ -97,6 +110,33 @@ def sample_labels(labels: np.ndarray, matrix: np.ndarray, rng: np.random.Generat
   cum[:, -1] = 1.0  # guard against rounding: the last bucket closes the row
   u = rng.random(labels.shape[0])
   return (u[:, None] >= cum[labels]).sum(axis=1).astype(np.int64)
+
+
+def add_noise(labels, noise_type: str, rate: float, num_classes: int, rng: np.random.Generator,
+              class_map: Optional[Dict[int, int]] = None, asym_generator: str = "dividemix"):
+  """``(noisy labels, matrix)``: ``labels`` corrupted by ``noise_type`` at ``rate``.
+
+  Matrix types draw each label from ``C[y]`` (the matrix is ``C``); ``sym_exact``, ``sym_other``
+  and ``asym`` (:mod:`gdw_jax.data.noise`) return their expected transition matrix (``asym``
+  needs ``class_map``).
+  """
+  labels = np.asarray(labels, np.int64)
+  if noise_type in MATRIX_NOISE_TYPES:
+    matrix = corruption_matrix(noise_type, num_classes, rate, rng)
+    return sample_labels(labels, matrix, rng), matrix
+  if not 0.0 <= rate <= 1.0:
+    raise ValueError(f"noise rate must be in [0, 1], got {rate}")
+  if noise_type == "sym_exact":
+    return noise.sym_exact(labels, rate, num_classes, rng)[0], uniform_matrix(num_classes, rate)
+  if noise_type == "sym_other":
+    return (noise.sym_other(labels, rate, num_classes, rng)[0],
+            noise.uniform_other_matrix(num_classes, rate))
+  if noise_type == "asym":
+    if class_map is None:
+      raise ValueError("noise_type asym needs a class map (class_map='src:dst,...')")
+    return (noise.asym(labels, rate, class_map, asym_generator, rng),
+            noise.asym_matrix(class_map, num_classes, rate))
+  raise ValueError(f"unknown noise type {noise_type!r}; valid: {', '.join(NOISE_TYPES)}")
 
 
 def long_tailed_counts(class_counts, factor: float, kind: str = "exp") -> np.ndarray:
@@ -262,7 +302,10 @@ def make_biased_split(labels, *, num_classes: int, noise_type: str, noise_rate: 
                       imbalance_factor: float = 1.0, imbalance_type: str = "exp",
                       meta_per_class: int = 10, seed: int = 0, split_rng: str = "numpy",
                       meta_seed: Optional[int] = None,
-                      noisy_labels: Optional[np.ndarray] = None) -> Corruption:
+                      noisy_labels: Optional[np.ndarray] = None,
+                      noise_on_given_labels: bool = False,
+                      class_map: Optional[Dict[int, int]] = None,
+                      asym_generator: str = "dividemix") -> Corruption:
   """Meta split, label noise and long-tailed subsampling of a clean labelled pool.
 
   Order (as in the official GDW code): the balanced clean meta set is taken out first; the
@@ -272,8 +315,10 @@ def make_biased_split(labels, *, num_classes: int, noise_type: str, noise_rate: 
   official code's calls replayed (see the module docstring). ``meta_seed``: draw the meta set from
   its own split with that seed (``None``: the same split, so meta and training are disjoint).
   ``noisy_labels``: one given noisy label per pool image, used instead of sampling (needs
-  ``noise_type='none'``); the returned matrix is then the empirical transition matrix
-  of the final training set.
+  ``noise_type='none'``, or ``noise_on_given_labels`` to add the synthetic noise on top of them:
+  hybrid noise); the returned matrix is then the empirical transition matrix (clean -> final
+  label) of the final training set. ``class_map`` / ``asym_generator``: for ``asym`` noise
+  (:mod:`gdw_jax.data.noise`).
   """
   labels = np.asarray(labels, dtype=np.int64)
   if split_rng not in SPLIT_RNGS:
@@ -282,9 +327,16 @@ def make_biased_split(labels, *, num_classes: int, noise_type: str, noise_rate: 
     noisy_labels = np.asarray(noisy_labels, dtype=np.int64)
     if noisy_labels.shape != labels.shape:
       raise ValueError(f"{noisy_labels.shape[0]} given noisy labels for {labels.shape[0]} images")
-    if noise_type != "none" and noise_rate > 0:
+    if noise_type != "none" and noise_rate > 0 and not noise_on_given_labels:
       raise ValueError(f"noisy labels are given (label file or human labels), so noise_type "
-                       f"must be 'none', got {noise_type!r} at rate {noise_rate}")
+                       f"must be 'none', got {noise_type!r} at rate {noise_rate} (set "
+                       f"noise_on_given_labels=True to add it on top of them: hybrid noise)")
+  synthetic = noise_type != "none" and noise_rate > 0
+  if split_rng == "legacy" and synthetic and (
+      noise_type not in MATRIX_NOISE_TYPES or noisy_labels is not None):
+    raise ValueError(f"split_rng=legacy replays the MW-Net / GDW code, which has no "
+                     f"{'hybrid noise' if noisy_labels is not None else noise_type + ' noise'}; "
+                     f"use split_rng=numpy")
 
   if split_rng == "numpy":
     rng = np.random.default_rng(seed)
@@ -299,16 +351,19 @@ def make_biased_split(labels, *, num_classes: int, noise_type: str, noise_rate: 
 
   if noisy_labels is not None:
     noisy, matrix = noisy_labels[rest], None  # empirical, on the final training set below
+    if synthetic:  # hybrid: the given label is the source class of the synthetic noise
+      noisy = add_noise(noisy, noise_type, noise_rate, num_classes, rng, class_map,
+                        asym_generator)[0]
   elif split_rng == "numpy":
-    matrix = corruption_matrix(noise_type, num_classes, noise_rate, rng)
-    noisy = sample_labels(true, matrix, rng)
+    noisy, matrix = add_noise(true, noise_type, noise_rate, num_classes, rng, class_map,
+                              asym_generator)
   else:
     if noise_type in ("flip", "flip2") and noise_rate > 0:
       if noise_type == "flip2" and num_classes < 3:
         raise ValueError(f"flip2 noise needs at least 3 classes, got {num_classes}")
       rs = np.random.RandomState(1)
       matrix = legacy_flip_matrix(noise_type, num_classes, noise_rate, rs)
-    else:  # uniform / none: no random draw in the matrix
+    else:  # uniform / uniform_other / none: no random draw in the matrix
       matrix = corruption_matrix(noise_type, num_classes, noise_rate, None)
     noisy = legacy_sample_labels(true, matrix, rs)
 

@@ -6,24 +6,38 @@ noisy training set are drawn) and a clean test split, with images as NHWC arrays
 Sources that store raw images (uint8) also give the transforms that run on device: ``augment``
 (``(rng, x) -> x``, inside the jitted train step, on training and meta batches) and
 ``preprocess`` (``x -> x``, for evaluation). Both are None for data stored ready to use.
+
+A user's own data (``npz``, ``folder``, ``tfds``: :mod:`gdw_jax.data.own`) may come with labels
+that are *not* known to be clean (``truth_known=False``: the practitioner's case, where ``y_pool``
+holds the labels as given), with a trusted set apart from the pool (``x_meta`` / ``y_meta``) and
+with one id per image (``ids``: file paths, the user's own ids), which the end-of-run list of
+likely label errors reports.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, NamedTuple, Optional
+from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
 import numpy as np
+
+from gdw_jax.data import label_files
 
 
 class Source(NamedTuple):
   name: str
   x_pool: np.ndarray      # [n, H, W, C] training pool (float32 normalised, or uint8 raw)
-  y_pool: np.ndarray      # [n] int64 clean labels
-  x_test: np.ndarray
+  y_pool: np.ndarray      # [n] int64 clean labels (truth_known=False: the labels as given)
+  x_test: np.ndarray      # [m, H, W, C]; m = 0 when there is no test set
   y_test: np.ndarray
   num_classes: int
   y_pool_noisy: Optional[np.ndarray] = None  # given noisy labels (label file, human noise)
   augment: Optional[Callable] = None         # (rng, x) -> x, train and meta batches, on device
   preprocess: Optional[Callable] = None      # x -> x, evaluation, on device
+  ids: Optional[np.ndarray] = None           # [n] str: one id per pool image (default: position)
+  x_meta: Optional[np.ndarray] = None        # a trusted set given apart from the pool
+  y_meta: Optional[np.ndarray] = None
+  truth_known: bool = True                   # False: y_pool are given labels, maybe noisy
+  class_names: Optional[Tuple[str, ...]] = None
+  info: Optional[Dict[str, Any]] = None      # what data.json should say (e.g. skipped files)
 
 
 _SOURCES: Dict[str, Callable[..., Source]] = {}
@@ -52,7 +66,8 @@ def digits(config) -> Source:
 
   A fixed stratified test split (``digits_test_size`` images, split seed fixed at 0 so every run
   and seed is evaluated on the same clean images); pixels scaled to [0, 1] and standardised with
-  the pool's mean and std.
+  the pool's mean and std. ``label_file``: given noisy labels, one per pool image (1,297 with
+  the default test split), e.g. the PMD labels of ``experiments/make_pmd_noise.py``.
   """
   from sklearn.datasets import load_digits
   from sklearn.model_selection import train_test_split
@@ -66,4 +81,7 @@ def digits(config) -> Source:
   mean, std = x_pool.mean(), x_pool.std()
   x_pool = (x_pool - mean) / std
   x_test = (x_test - mean) / std
-  return Source("digits", x_pool, y_pool, x_test, y_test, 10)
+  noisy = (label_files.load(config.label_file, 10, (y_pool.shape[0],),
+                            f"{y_pool.shape[0]} (one per digits pool image)")
+           if config.get("label_file") else None)
+  return Source("digits", x_pool, y_pool, x_test, y_test, 10, y_pool_noisy=noisy)

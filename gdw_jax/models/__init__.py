@@ -30,22 +30,10 @@ class ModelFns(NamedTuple):
 
 
 def functional(module: nn.Module) -> ModelFns:
-  """Wrap a Linen module whose ``__call__(x, train)`` returns logits."""
-
-  def init(rng, x):
-    variables = module.init(rng, x, train=False)
-    variables = dict(variables)
-    params = variables.pop("params")
-    return params, variables
-
-  def apply(params, model_state, x, train: bool):
-    variables = {"params": params, **model_state}
-    if train and model_state:
-      logits, new_state = module.apply(variables, x, train=True, mutable=list(model_state))
-      return logits, dict(new_state)
-    return module.apply(variables, x, train=train), model_state
-
-  return ModelFns(module, init, apply)
+  """Wrap a Linen module whose ``__call__(x, train)`` returns logits (no rng streams; see
+  :func:`gdw_jax.adapters.from_linen` for dropout)."""
+  from gdw_jax.adapters import from_linen  # adapters imports ModelFns from here
+  return from_linen(module)
 
 
 _MODELS: Dict[str, Callable[..., nn.Module]] = {
@@ -59,9 +47,21 @@ _MODELS: Dict[str, Callable[..., nn.Module]] = {
 }
 
 
-def register(name: str, factory: Callable[..., nn.Module]) -> None:
-  """``factory(num_classes, config, dtype) -> nn.Module``."""
+# Models whose factory honours config.compute_dtype (bfloat16 compute, parameters in `dtype`).
+_MIXED_PRECISION = set()
+
+
+def register(name: str, factory: Callable[..., nn.Module], mixed_precision: bool = False) -> None:
+  """``factory(num_classes, config, dtype) -> nn.Module``; ``mixed_precision``: the factory
+  reads ``config.compute_dtype`` (:mod:`gdw_jax.models.precision`)."""
   _MODELS[name] = factory
+  if mixed_precision:
+    _MIXED_PRECISION.add(name)
+
+
+def supports_compute_dtype(name: str) -> bool:
+  """Whether model ``name`` can compute in another dtype than its parameters'."""
+  return name in _MIXED_PRECISION
 
 
 def names():
@@ -84,6 +84,19 @@ register("wrn", lambda num_classes, config, dtype: WideResNet(
     num_classes, int(config.get("wrn_depth", 28)), int(config.get("wrn_widen", 10)), dtype))
 register("preact_resnet18", lambda num_classes, config, dtype: PreActResNet18(
     num_classes, config.get("preact_shortcut", "activated"), dtype))
+# ResNet-34 of the PMD / ABSGD label-noise code and CMW-Net's padding-0 one; ABSGD's SCE-CNN.
+from gdw_jax.models import resnet34 as _r34  # noqa: E402
+register("resnet34", _r34.resnet34)
+register("resnet34_cmwnet", _r34.resnet34_cmwnet)
+register("sce_cnn", _r34.sce_cnn)
 
-__all__ = ["ModelFns", "functional", "get", "names", "register", "MLP", "SmallCNN", "VNet",
-           "CMWNet", "NormedLinear", "classifier_head", "head_kind", "HEADS"]
+# ImageNet-size models for the real-noise datasets (docs/real_noise.md): torchvision layouts, so
+# torchvision / CMW-Net checkpoints load by name (--config.init_from, gdw_jax.interop).
+from gdw_jax.models.resnet_imagenet import resnet50  # noqa: E402
+from gdw_jax.models.vgg import vgg19_bn  # noqa: E402
+
+register("resnet50", resnet50, mixed_precision=True)
+register("vgg19_bn", vgg19_bn, mixed_precision=True)
+
+__all__ = ["ModelFns", "functional", "get", "names", "register", "supports_compute_dtype", "MLP",
+           "SmallCNN", "VNet", "CMWNet", "NormedLinear", "classifier_head", "head_kind", "HEADS"]
