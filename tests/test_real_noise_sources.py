@@ -213,3 +213,32 @@ def test_config_errors(overrides, message):
     c[key] = value
   with pytest.raises(validation.ConfigError, match=message):
     validation.validate(c)
+
+
+# ---- recipes -----------------------------------------------------------------------------------
+
+
+def test_every_real_noise_recipe_validates_and_follows_its_script():
+  from configs import real_noise
+  for dataset, methods in real_noise.METHODS.items():
+    for method in methods:
+      c = real_noise.get_config(f"dataset={dataset},method={method},root=/data/x")
+      validation.validate(c)
+      assert c.dataset == dataset and c.given_labels == "noisy"
+  c = real_noise.get_config("dataset=animal10n,root=/a")  # acmwn.py
+  assert (c.method, c.model, c.input_pipeline, c.momentum) == ("cmwnet_sl", "vgg19_bn",
+                                                               "memory", 0.0)
+  assert c.lr_milestones == (50, 75) and c.lr_decay == 0.2 and c.cmwnet_sl.warmup_epochs == 20
+  assert c.cmwnet.families == real_noise.ANIMAL_FAMILIES and c.cmwnet_sl.meta_every == 10
+  mw = real_noise.get_config("dataset=animal10n,method=mwnet,root=/a")  # acmwn2.py: one head
+  assert mw.method == "cmwnet" and mw.cmwnet.num_families == 1
+  short = real_noise.get_config("dataset=animal10n,root=/a,epochs=10")
+  assert short.lr_milestones == (5, 8) and short.cmwnet_sl.warmup_epochs == 2
+  c = real_noise.get_config("dataset=clothing1m,method=absgd,root=/c,weights=/w.pth")
+  assert (c.input_pipeline, c.image_resize, c.image_size, c.batch_size) == ("stream", 256, 224,
+                                                                           128)
+  assert c.init_from == "/w.pth" and c.absgd.lam == -5.0 and c.absgd.start_epoch == 5
+  c = real_noise.get_config("dataset=mini_webvision,root=/w")
+  assert (c.image_size, c.learning_rate, c.cmwnet_sl.mixup_alpha) == (227, 0.01, 0.6)
+  with pytest.raises(ValueError, match="no mini_webvision recipe for method 'gdw'"):
+    real_noise.get_config("dataset=mini_webvision,method=gdw")
