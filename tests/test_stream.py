@@ -298,3 +298,17 @@ def test_tfds_records_stream_to_the_in_memory_pixels(tmp_path):
     idx, x, _, _ = sb.batches(t)
     np.testing.assert_array_equal(x[0], mem.x_train[idx[0]])
   sb.close()
+
+
+def test_concatenated_tables_read_each_part_in_order(folder, both):
+  _, streamed = both
+  joined = image_table.concat([streamed.x_train, streamed.x_meta])
+  assert joined.shape == (len(streamed.x_train) + len(streamed.x_meta),) + \
+      streamed.x_train.shape[1:]
+  n = len(streamed.x_train)
+  assert joined.name(n) == streamed.x_meta.name(0)
+  assert joined.name(n - 1) == streamed.x_train.name(n - 1)
+  with joined.image(n + 1) as a, streamed.x_meta.image(1) as b:
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  with pytest.raises(TypeError, match="decoded batch by batch"):
+    np.asarray(joined)
