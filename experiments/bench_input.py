@@ -198,7 +198,8 @@ def step_images_per_s(args) -> dict:
   step_args = argparse.Namespace(
       model=args.step_model, batch=args.step_batch, steps=args.step_steps, warmup=1,
       num_classes=args.num_classes, image_size=args.image_size, compute_dtype="")
-  return bench_step._run_config(step_args, "gdw", args.hypergrad)  # pylint: disable=protected-access
+  run = bench_step._run_config  # pylint: disable=protected-access
+  return run(step_args, "gdw", args.hypergrad)
 
 
 def main_stream(args, argv) -> dict:

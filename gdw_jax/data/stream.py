@@ -10,10 +10,10 @@ a pure function of ``(seed, epoch, step)``:
         .to_iter_dataset(ReadOptions(threads, prefetch))  threads per worker
         .mp_prefetch(MultiprocessingOptions(workers))     worker processes, in order
 
-Element ``t`` computes its own batch positions with :func:`gdw_jax.data.pipeline.train_batch_indices`
-and :func:`~gdw_jax.data.pipeline.meta_batch_indices` (the in-memory path's functions, so both
-paths train on the same samples in the same order and meta batches are unchanged), reads those
-rows of the table and applies the host transforms of :mod:`gdw_jax.data.host_transforms`, each
+Element ``t`` computes its own batch positions with ``pipeline.train_batch_indices`` and
+``pipeline.meta_batch_indices`` (:mod:`gdw_jax.data.pipeline`, the in-memory path's functions,
+so both paths train on the same samples in the same order and meta batches are unchanged), reads
+those rows of the table and applies the host transforms of :mod:`gdw_jax.data.host_transforms`, each
 image keyed by ``(seed, stream, epoch, step, position in the global batch)``. So a resumed run
 starts the iterator at its resume step and gets exactly the batches the uninterrupted run got:
 there is no iterator state to checkpoint. grain hands out the elements of its workers in index
