@@ -1,6 +1,8 @@
 """Shared defaults and the ``file.py:key=value,...`` config-argument parser."""
 import ml_collections
 
+from gdw_jax import losses, methods
+
 
 def parse_arg(arg, **defaults):
   """Parse ``"a=1,b=x"`` into a dict, typed like ``defaults`` (unknown keys are an error)."""
@@ -33,11 +35,16 @@ def _boolean(key, value: str) -> bool:
 
 
 def base_config() -> ml_collections.ConfigDict:
-  """Every key the trainer reads, with the GDW paper's recipe where one exists."""
+  """Every key the trainer reads, with the GDW paper's recipe where one exists.
+
+  Methods registered by plugins (``--config.plugins``) must be imported before this is called:
+  the CLI imports them before it loads the config file.
+  """
   c = ml_collections.ConfigDict()
   # What to run.
   c.method = "gdw"                 # see gdw_jax.methods.names(): erm, focal, cb, ldam_drw, l2rw,
                                    # mwnet, cmwnet, cmwnet_sl, gdw, absgd
+  c.plugins = ""                   # modules that register more methods, e.g. "examples.my_method"
   c.dataset = "digits"
   c.model = "mlp"
   c.classifier_head = "auto"       # auto | linear | cosine (auto: cosine for LDAM, as LDAM-DRW)
@@ -147,67 +154,14 @@ def base_config() -> ml_collections.ConfigDict:
   c.prob_clamp = 0.999             # E = min(softmax, 0.999) - onehot (1.0: exact CE gradient)
   c.hypergrad = "autodiff"         # nested-grad reference
   c.bn_running_var = "unbiased"    # resnet32 BN running var from the unbiased batch var (PyTorch)
-  # Weighting net (MW-Net's VNet; also GDW's first stage).
-  c.vnet = ml_collections.ConfigDict(dict(
-      hidden=100, optimizer="adam", lr=1e-3, weight_decay=1e-4, momentum=0.0,
-      nesterov=False, amsgrad=False))
-  # Base loss every method weights (docs/methods.md). The loss baselines focal / cb / ldam_drw
-  # force name / class_weights / drw; epochs below are the CIFAR recipes' (200 epochs).
-  c.loss = ml_collections.ConfigDict(dict(
-      name="ce",                   # ce | focal | ldam | sce | tce
-      class_weights="none",        # none | cb (effective number, normalised to sum C)
-      cb_beta=0.9999,
-      drw=False,                   # defer the class weights to drw_epoch (DRW)
-      drw_epoch=160,
-      reduction="auto",            # ERM only: auto (LDAM-DRW code) | mean | weighted_mean
-      focal_gamma=1.0,
-      ldam_max_m=0.5,
-      ldam_s=30.0,
-      sce_alpha=1.0,               # sce: alpha CE + beta RCE (ABSGD's ABSCE)
-      sce_beta=1.0,
-      tce_q=0.7,                   # tce: (k^q - p_y^q) / q, GCE minus its value at p_y = k (ABTCE)
-      tce_k=0.5,
-      logit_tau=0.0))              # z / ||z||^tau before the loss (ABSGD's class_tau; 0: off)
-  c.mwnet = ml_collections.ConfigDict(dict(
-      real_weights="updated",      # or "initial"
-      normalise="mean",            # mean (MW-Net.py) | sum (WRN / imbalance scripts) | sum_detached
-      live_input=False))           # True: the imbalance script's undetached net input
-  c.gdw = ml_collections.ConfigDict(dict(outer_lr=100.0, clip=0.2, weight_min=1e-6,
-                                         weight_max=1e6))
-  # CMW-Net (and the shared net / families of CMW-Net-SL); the net's optimizer is config.vnet.
-  c.cmwnet = ml_collections.ConfigDict(dict(
-      num_families=3,
-      family_order="size",         # size (ascending centre) | kmeans (official, unordered) |
-                                   # official_heads (vnet_119.pth's head order)
-      kmeans_seed=0,
-      families=(),                 # explicit class -> family map (overrides k-means)
-      normalise="mean",            # mean | sum | sum_detached (long-tail script)
-      warmup_epochs=0,             # plain ERM epochs first (long-tail recipe: 160 of 200)
-      meta_every=1,
-      meta_source="clean",         # clean | train_balanced | small_loss
-      select_per_class=0,          # per-class size of an in-train meta set (0: smallest class)
-      transfer=""))                # weighting-net file (.npz / .pth): frozen, no meta step
-  c.cmwnet_sl = ml_collections.ConfigDict(dict(
-      ema_decay=0.997,
-      ema_freeze_epoch=0,          # > 0: EMA decay 1 from this epoch (cmwn.py asym: 150)
-      mixup_alpha=1.0,
-      meta_mixup=True,             # mixup CE as the meta loss (cmwn.py)
-      meta_mixup_alpha=1.0,
-      pseudo_momentum=0.0,         # 0: current EMA prediction (cmwn.py); 0.9: mwn.py memory
-      second_weight="own",         # own (mwn.py / ANIMAL) | permuted (cmwn.py's v[pi])
-      warmup_epochs=10,
-      meta_every=10,
-      meta_source="small_loss",
-      select_per_class=10))
-  # ABSGD (imbalance README recipe: lam 5, gamma 0.7, abAlpha 0.5, switch at 160 of 200; with
-  # loss.class_weights=cb, loss.drw=True, loss.drw_epoch=160 for its CB-in-stage-2).
-  c.absgd = ml_collections.ConfigDict(dict(
-      lam=5.0,                     # > 0 imbalance, < 0 label noise; >= 200 means plain mean
-      init_lam=200.0,              # stage-1 lambda (200: SGD pre-training)
-      start_epoch=160,
-      gamma=0.7,                   # moving-average rate of u
-      ab_alpha=0.5,
-      uniform_floor=False))        # + 1/B on every weight (the label-noise code)
+  # Base loss every method weights (docs/methods.md; keys and defaults: gdw_jax.losses.base_loss).
+  # The loss baselines focal / cb / ldam_drw force name / class_weights / drw; the DRW epoch is
+  # the CIFAR recipes' (160 of 200 epochs, see default_epoch_switches).
+  c.loss = ml_collections.ConfigDict(losses.default_settings())
+  # Every registered method's option groups (vnet, mwnet, gdw, cmwnet, cmwnet_sl, absgd, and
+  # those of plugins), each with the defaults its method declares (gdw_jax/methods/*.py).
+  for group in methods.option_groups():
+    c[group.name] = ml_collections.ConfigDict(dict(group.defaults))
   # Logging.
   c.progress = True                # progress bar with steps/s and ETA
   c.report = True                  # write report.md + figures/ at the end (gdw_jax.analysis)
@@ -227,9 +181,17 @@ def base_config() -> ml_collections.ConfigDict:
 
 
 def default_epoch_switches(c) -> None:
-  """Stage switches of the official 200/300-epoch recipes (DRW and ABSGD's second stage at
-  160/200, CMW-Net-SL's warm-up at 10/300) at the same fraction of ``c.num_epochs``; call it
-  after setting ``num_epochs``, before any recipe that sets a switch itself."""
-  c.loss.drw_epoch = max(1, round(c.num_epochs * 160 / 200))
-  c.absgd.start_epoch = c.loss.drw_epoch
-  c.cmwnet_sl.warmup_epochs = max(1, round(c.num_epochs * 10 / 300))
+  """Stage switches of the official 200/300-epoch recipes (DRW at 160/200, and each method's
+  declared ``OptionGroup.epoch_switches``: ABSGD's second stage at 160/200, CMW-Net-SL's warm-up
+  at 10/300) at the same fraction of ``c.num_epochs``; call it after setting ``num_epochs``,
+  before any recipe that sets a switch itself."""
+  c.loss.drw_epoch = _at_fraction(c.num_epochs, 160, 200)
+  for group in methods.option_groups():
+    if group.name not in c:  # a method registered after this config was built
+      continue
+    for key, (epoch, total) in group.epoch_switches.items():
+      c[group.name][key] = _at_fraction(c.num_epochs, epoch, total)
+
+
+def _at_fraction(num_epochs: int, epoch: int, total: int) -> int:
+  return max(1, round(num_epochs * epoch / total))

@@ -40,6 +40,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
+import chex
 import jax
 import jax.numpy as jnp
 
@@ -50,7 +51,12 @@ HYPERGRADS = ("autodiff", "jvp")
 
 @dataclasses.dataclass(frozen=True)
 class StepContext:
-  """What a weighting method may look at during one training step (built inside ``jit``)."""
+  """What a weighting method may look at during one training step (built inside ``jit``).
+
+  Shapes are checked when it is built (chex; static, so also inside ``jit``): integer
+  ``labels [N]``, ``logits [N, C]`` floating, ``x`` with ``N`` rows, a scalar ``lr``, and a
+  meta batch (if any) of integer ``meta_y [M]`` with ``M`` rows of ``meta_x``.
+  """
   apply_fn: Callable[..., Any]  # (params, model_state, x, train) -> (logits, model_state)
   params: Any                   # classifier parameters theta
   model_state: Any              # BN statistics before the step
@@ -62,16 +68,48 @@ class StepContext:
   meta_y: Any = None
   rng: Any = None               # a key for this step (augmentation already consumed its own)
   step: Any = None              # global step before this update
-  norm_size: Any = None         # the N in /N (the actual batch size unless configured)
+  norm_size: Any = None         # the N of a mean over the batch (None: the batch size)
   hypergrad: str = "autodiff"
   logits_vjp: Any = None        # VJP of theta -> logits from the step's own forward (optional)
   index: Any = None             # positions of the batch in the training set [N] (per-sample memory)
   input_info: Any = None        # what the method's ``transform_input`` returned (e.g. mixup lambda)
   phase: Any = None             # static phase from ``Method.phase`` (None: decide on device)
 
+  def __post_init__(self):
+    check_step_arrays(self.x, self.labels, self.logits, self.meta_x, self.meta_y,
+                      "StepContext")
+    chex.assert_rank(self.lr, 0, custom_message="StepContext: lr must be a scalar")
+    if self.norm_size is None:  # frozen dataclass: resolved once, here
+      object.__setattr__(self, "norm_size", self.labels.shape[0])
+
   @property
-  def batch_size(self):
-    return self.norm_size if self.norm_size is not None else self.labels.shape[0]
+  def batch_size(self) -> int:
+    """The number of samples in the batch (``norm_size`` is the divisor of a batch mean)."""
+    return self.labels.shape[0]
+
+
+def check_step_arrays(x, labels, logits, meta_x, meta_y, where: str) -> None:
+  """chex checks of one step's arrays (any of ``logits``, ``meta_x``, ``meta_y`` may be None);
+  ``where`` names the public call in the message."""
+  chex.assert_rank(labels, 1, custom_message=f"{where}: labels must be class indices [N]")
+  chex.assert_type(labels, int, custom_message=f"{where}: labels must be integer class indices")
+  n = labels.shape[0]
+  chex.assert_axis_dimension(x, 0, n, custom_message=f"{where}: x must have one row per label "
+                                                     f"({n})")
+  if logits is not None:
+    chex.assert_rank(logits, 2, custom_message=f"{where}: logits must be [N, C] (apply_fn must "
+                                               "return (logits, model_state))")
+    chex.assert_axis_dimension(logits, 0, n, custom_message=f"{where}: logits must have one row "
+                                                           f"per label ({n})")
+    chex.assert_type(logits, float, custom_message=f"{where}: logits must be floating")
+  if (meta_x is None) != (meta_y is None):
+    raise ValueError(f"{where}: give both meta_x and meta_y, or neither")
+  if meta_y is not None:
+    chex.assert_rank(meta_y, 1, custom_message=f"{where}: meta labels must be class indices [M]")
+    chex.assert_type(meta_y, int, custom_message=f"{where}: meta labels must be integer class "
+                                                 "indices")
+    chex.assert_axis_dimension(meta_x, 0, meta_y.shape[0], custom_message=(
+        f"{where}: the meta batch must have one row per meta label ({meta_y.shape[0]})"))
 
 
 def after(tree, *deps):
@@ -121,7 +159,7 @@ def meta_gradient(ctx: StepContext, base_grad, weights, *, norm=None, meta_loss_
   """``(L_meta(theta'(W)), dL_meta/dW)`` at ``W = weights``.
 
   ``base_grad`` ``[N, C]`` is held constant (stop-gradient) and the virtual cotangent is
-  ``base_grad * W / norm`` (``norm`` defaults to the batch size ``N``); ``weights`` is ``[N, 1]``
+  ``base_grad * W / norm`` (``norm`` defaults to ``ctx.norm_size``); ``weights`` is ``[N, 1]``
   or ``[N, C]`` and the returned gradient has its shape. ``base_grad`` may instead be a callable
   ``W -> cotangent [N, C]`` (then ``norm`` is unused; e.g. a sum-normalised weighting).
   ``meta_loss_fn(ctx, params) -> scalar`` replaces :func:`meta_loss`.
@@ -130,7 +168,7 @@ def meta_gradient(ctx: StepContext, base_grad, weights, *, norm=None, meta_loss_
     cotangent_fn = base_grad
   else:
     base_grad = jax.lax.stop_gradient(base_grad)
-    n = ctx.batch_size if norm is None else norm
+    n = ctx.norm_size if norm is None else norm
 
     def cotangent_fn(w):
       return base_grad * w / n

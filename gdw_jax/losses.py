@@ -20,17 +20,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gdw_jax import options
+
 LOSS_NAMES = ("ce", "focal", "ldam", "sce", "tce")
 CLASS_WEIGHTS = ("none", "cb")
 REDUCTIONS = ("auto", "mean", "weighted_mean")
-
-# Loss baselines are ERM with a loss / schedule; their names imply these settings of config.loss.
-METHOD_LOSS_OVERRIDES = {
-    "focal": {"name": "focal"},
-    "cb": {"class_weights": "cb"},
-    "ldam_drw": {"name": "ldam", "class_weights": "cb", "drw": True},
-}
-
 
 def cross_entropy(logits, labels):
   """Per-sample softmax cross-entropy ``[N]`` for integer labels."""
@@ -167,46 +161,56 @@ class BaseLoss(NamedTuple):
   settings: dict
 
 
-def loss_settings(config, method: Optional[str] = None) -> dict:
-  """``config.loss`` with the overrides implied by the method name (e.g. ``ldam_drw``)."""
-  group = config.get("loss", None)
-  out = dict(name="ce", class_weights="none", cb_beta=0.9999, drw=False, drw_epoch=160,
-             reduction="auto", focal_gamma=1.0, ldam_max_m=0.5, ldam_s=30.0, sce_alpha=1.0,
-             sce_beta=1.0, tce_q=0.7, tce_k=0.5, logit_tau=0.0)
-  if group is not None:
-    out.update({k: group[k] for k in group.keys()})
-  out.update(METHOD_LOSS_OVERRIDES.get(method or config.get("method", ""), {}))
-  return out
+def base_loss(name: str = "ce", *, class_weights: str = "none", cb_beta: float = 0.9999,
+              drw: bool = False, drw_epoch: int = 160, reduction: str = "auto",
+              focal_gamma: float = 1.0, ldam_max_m: float = 0.5, ldam_s: float = 30.0,
+              sce_alpha: float = 1.0, sce_beta: float = 1.0, tce_q: float = 0.7,
+              tce_k: float = 0.5, logit_tau: float = 0.0,
+              class_counts=None, steps_per_epoch: Optional[int] = None) -> BaseLoss:
+  """The base loss every method weights (defaults: the LDAM-DRW / CB papers' settings).
 
+  * ``name``: ``ce``, ``focal`` (``(1 - e^{-ce})^focal_gamma ce``, LDAM-DRW's form) or ``ldam``
+    (``CE(ldam_s (z - m_y onehot(y)), y)``, margins ``m_j = ldam_max_m (n_min / n_j)^{1/4}``).
+  * ``class_weights``: ``none`` or ``cb`` (effective number ``(1 - cb_beta) / (1 - cb_beta^n_j)``
+    of the (noisy) training ``class_counts``, normalised to sum ``C``); with ``drw`` they switch
+    on at epoch ``drw_epoch`` (``epoch = step // steps_per_epoch``), before that every weight is 1.
+  * ``reduction`` (ERM's divisor): ``auto`` (the LDAM-DRW code: ``sum_i w_{y_i}`` for CE / LDAM,
+    ``N`` for focal), ``mean`` (``N``) or ``weighted_mean``.
+  * ABSGD's label-noise code: ``sce`` (``sce_alpha CE + sce_beta RCE``), ``tce`` (truncated GCE
+    with ``tce_q``, ``tce_k``), and ``logit_tau > 0`` (logit normalisation ``z / ||z||^tau``).
 
-def make_base_loss(config, class_counts, steps_per_epoch: int,
-                   method: Optional[str] = None) -> BaseLoss:
-  """Build the base loss of ``config.loss`` (+ the method's implied settings).
-
-  Class-balanced weights use the (noisy) training counts; with ``drw`` they switch on at epoch
-  ``drw_epoch`` (``epoch = step // steps_per_epoch``), before that every weight is 1.
+  ``class_counts`` is needed by ``cb`` weights and LDAM margins, ``steps_per_epoch`` by DRW.
   """
-  s = loss_settings(config, method)
-  name = s["name"]
   if name not in LOSS_NAMES:
     raise ValueError(f"unknown loss.name {name!r}; valid: {', '.join(LOSS_NAMES)}")
-  num_classes = len(class_counts)
-  if s["class_weights"] == "cb":
-    cw = class_balanced_weights(class_counts, float(s["cb_beta"]))
+  if class_weights not in CLASS_WEIGHTS:
+    raise ValueError(f"unknown loss.class_weights {class_weights!r}; valid: "
+                     f"{', '.join(CLASS_WEIGHTS)}")
+  if class_counts is None and (class_weights == "cb" or name == "ldam"):
+    raise ValueError(f"loss {name!r} with class_weights {class_weights!r} needs class_counts")
+  if drw and steps_per_epoch is None:
+    raise ValueError("loss.drw (class weights deferred to drw_epoch) needs steps_per_epoch")
+  if class_weights == "cb":
+    cw = class_balanced_weights(class_counts, float(cb_beta))
   else:
-    cw = np.ones(num_classes)
-  defer_steps = int(s["drw_epoch"]) * int(steps_per_epoch) if s["drw"] else 0
-  margins = ldam_margins(class_counts, float(s["ldam_max_m"])) if name == "ldam" else None
-  scale = float(s["ldam_s"]) if name == "ldam" else 1.0
-  gamma = float(s["focal_gamma"])
-  sce_ab = (float(s["sce_alpha"]), float(s["sce_beta"]))
-  tce_qk = (float(s["tce_q"]), float(s["tce_k"]))
-  tau = float(s["logit_tau"])
-  reduction = s["reduction"]
+    cw = None
+  defer_steps = int(drw_epoch) * int(steps_per_epoch) if drw else 0
+  margins = ldam_margins(class_counts, float(ldam_max_m)) if name == "ldam" else None
+  scale = float(ldam_s) if name == "ldam" else 1.0
+  gamma = float(focal_gamma)
+  sce_ab = (float(sce_alpha), float(sce_beta))
+  tce_qk = (float(tce_q), float(tce_k))
+  tau = float(logit_tau)
+  settings = dict(name=name, class_weights=class_weights, cb_beta=cb_beta, drw=drw,
+                  drw_epoch=drw_epoch, reduction=reduction, focal_gamma=focal_gamma,
+                  ldam_max_m=ldam_max_m, ldam_s=ldam_s, sce_alpha=sce_alpha, sce_beta=sce_beta,
+                  tce_q=tce_q, tce_k=tce_k, logit_tau=logit_tau)
   if reduction == "auto":  # LDAM-DRW: F.cross_entropy(weight=) for CE/LDAM, plain mean for focal
     reduction = "mean" if name == "focal" else "weighted_mean"
 
   def class_weight(labels, step):
+    if cw is None:
+      return jnp.ones(labels.shape, jnp.float32)
     w = jnp.asarray(cw, jnp.float32)[labels]
     if defer_steps:
       w = jnp.where(jnp.asarray(step) >= defer_steps, w, jnp.ones_like(w))
@@ -247,4 +251,30 @@ def make_base_loss(config, class_counts, steps_per_epoch: int,
     return jnp.mean(cross_entropy(scale * logits if scale != 1.0 else logits, labels))
 
   return BaseLoss(name, per_sample, logit_grad, probs, class_weight, normaliser, meta_loss,
-                  scale, dict(s, reduction=reduction))
+                  scale, dict(settings, reduction=reduction))
+
+
+LOSS_KEYS = ("name", "class_weights", "cb_beta", "drw", "drw_epoch", "reduction", "focal_gamma",
+             "ldam_max_m", "ldam_s", "sce_alpha", "sce_beta", "tce_q", "tce_k", "logit_tau")
+
+
+def default_settings() -> dict:
+  """``config.loss``'s keys with their defaults: :func:`base_loss`'s keyword defaults."""
+  return options.defaults_of(base_loss, *LOSS_KEYS)
+
+
+def loss_settings(config, method: Optional[str] = None) -> dict:
+  """``config.loss`` with the overrides implied by the method's name (e.g. ``ldam_drw`` forces
+  ``name=ldam``), which the method declares (``MethodSpec.loss_overrides``)."""
+  from gdw_jax import methods  # the registry imports the methods, which import this module
+  out = {k: config["loss"][k] for k in LOSS_KEYS}
+  out.update(methods.loss_overrides(method if method is not None else config["method"]))
+  return out
+
+
+def make_base_loss(config, class_counts, steps_per_epoch: int,
+                   method: Optional[str] = None) -> BaseLoss:
+  """:func:`base_loss` of ``config.loss`` (+ the settings the method's name implies), with the
+  (noisy) training ``class_counts`` and ``steps_per_epoch``."""
+  return base_loss(**loss_settings(config, method), class_counts=class_counts,
+                   steps_per_epoch=steps_per_epoch)

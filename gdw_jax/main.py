@@ -1,6 +1,9 @@
 """Command line: ``python -m gdw_jax.main --config=configs/digits.py --workdir=runs/digits``.
 
 Any config key can be overridden, e.g. ``--config.method=mwnet --config.noise_rate=0.6``.
+Methods defined outside the package run with ``--config.plugins=my_module,...`` (imported before
+the config file is read, so their option groups can be overridden too, e.g.
+``--config.plugins=examples.my_method --config.method=small_loss --config.small_loss.keep=0.7``).
 Kept thin: the work is in :func:`gdw_jax.train.train_and_evaluate`, importable from notebooks.
 """
 import os
@@ -29,6 +32,27 @@ def _no_such_key(e: Exception, argv):
   sys.exit(2)
 
 
+def _plugins_in(argv):
+  """The value of ``--config.plugins=a,b`` (or ``--config.plugins a,b``) in ``argv``."""
+  for i, arg in enumerate(argv):
+    if arg.startswith("--config.plugins="):
+      return arg.split("=", 1)[1]
+    if arg == "--config.plugins" and i + 1 < len(argv):
+      return argv[i + 1]
+  return ""
+
+
+def _load_plugins(argv):
+  """Import the plugin modules before the config file builds its groups from the registry."""
+  from gdw_jax import methods
+  try:
+    methods.load_plugins(_plugins_in(argv))
+  except ValueError as e:
+    print(f"gdw_jax: error: --config.{e}", file=sys.stderr)
+    sys.exit(2)
+
+
+_load_plugins(sys.argv)
 try:  # with the default config file, ml_collections applies sys.argv's overrides right here
   config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG, "Training config file.",
                                   lock_config=True)

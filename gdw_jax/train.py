@@ -30,7 +30,7 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from gdw_jax import (bilevel, checkpoint, fileio, interop, losses, methods, metrics, models,
+from gdw_jax import (api, checkpoint, fileio, interop, losses, methods, metrics, models,
                      optim, parallel, validation)
 from gdw_jax.data import pipeline
 from gdw_jax.validation import ConfigError  # noqa: F401  (re-exported for main.py)
@@ -55,8 +55,7 @@ def create_train_state(rng, model: models.ModelFns, method: methods.Method,
   model_rng, method_rng, state_rng = jax.random.split(rng, 3)
   params, model_state = model.init(model_rng, sample_x)
   params, model_state = interop.init_from(init_from, params, model_state, model_name)
-  method_state = (method.init(method_rng, params, model_state) if method.init_takes_model
-                  else method.init(method_rng))
+  method_state = method.init(method_rng, params, model_state)
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=model_state,
                     opt_state=tx.init(params), method_state=method_state, rng=state_rng)
 
@@ -67,6 +66,7 @@ def make_train_step(model: models.ModelFns, method: methods.Method,
                     augment: Optional[Callable] = None, return_cotangent: bool = False):
   """``train_step(state, batch, meta_batch, phase=None) -> (state, metrics, weights)`` (pure;
   jit it, with ``phase`` static: ``method.phase(step)`` for methods that declare phases).
+  The gradients come from :func:`gdw_jax.reweighted_grads`, the call a user's own loop makes.
 
   ``batch``: ``x``, ``y`` (labels seen), ``y_true`` (clean, for logging only), optionally
   ``index`` (positions in the training set, for methods with per-sample memory);
@@ -90,35 +90,17 @@ def make_train_step(model: models.ModelFns, method: methods.Method,
       x = augment(aug_rng, x)
       if meta_x is not None:
         meta_x = augment(meta_aug_rng, meta_x)
-    input_info = None
-    if method.transform_input is not None:  # e.g. mixup: the classifier sees x_in, not x
-      x, input_info = method.transform_input(state.method_state,
-                                             jax.random.fold_in(method_rng, 1), x, y, state.step)
     lr = schedule(state.step)
-
-    def forward(params):
-      return model.apply(params, state.model_state, x, True)
-
-    lean = hypergrad == "jvp" and method.uses_meta
-    if lean:  # memory-lean meta step: no training-batch residuals kept across the meta pass
-      logits, new_model_state = forward(state.params)
-      vjp_fn = None
-    else:
-      logits, vjp_fn, new_model_state = jax.vjp(forward, state.params, has_aux=True)
-    ctx = bilevel.StepContext(
-        apply_fn=model.apply, params=state.params, model_state=state.model_state, x=x,
-        labels=y, logits=logits, lr=jnp.asarray(lr, logits.dtype), meta_x=meta_x,
-        meta_y=meta_y, rng=method_rng, step=state.step, norm_size=norm_size,
-        hypergrad=hypergrad, logits_vjp=vjp_fn, index=batch.get("index"),
-        input_info=input_info, phase=phase)
-    cotangent, method_state, aux = method.update(ctx, state.method_state)
-    if vjp_fn is None:  # recompute the forward for the real update, after the meta step
-      _, vjp_fn = jax.vjp(lambda p: forward(p)[0], bilevel.after(state.params, cotangent))
-    (grads,) = vjp_fn(jax.lax.stop_gradient(cotangent).astype(logits.dtype))
+    grads, new_model_state, method_state, aux = api.reweighted_grads(
+        method, state.method_state, model.apply, state.params, state.model_state,
+        {"x": x, "y": y, "index": batch.get("index")},
+        None if meta_x is None else {"x": meta_x, "y": meta_y}, lr=lr, step=state.step,
+        rng=method_rng, hypergrad=hypergrad, norm_size=norm_size, phase=phase)
     opt_state = optim.set_learning_rate(state.opt_state, lr)  # the look-ahead's lr, by construction
     updates, opt_state = tx.update(grads, opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
 
+    logits, cotangent = aux.pop("logits"), aux.pop("logit_cotangent")
     weights = aux.pop("weights")
     metrics = {
         "train_loss": jnp.mean(losses.cross_entropy(logits, y)),
@@ -128,7 +110,7 @@ def make_train_step(model: models.ModelFns, method: methods.Method,
         **{k: v for k, v in aux.items() if jnp.ndim(v) == 0},
     }
     if return_cotangent:
-      metrics["logit_cotangent"] = jax.lax.stop_gradient(cotangent).astype(logits.dtype)
+      metrics["logit_cotangent"] = cotangent
     new_state = state.replace(step=state.step + 1, params=params, model_state=new_model_state,
                               opt_state=opt_state, method_state=method_state)
     return new_state, metrics, weights

@@ -19,29 +19,22 @@ import json
 import numbers
 import os
 
-from gdw_jax import bilevel, data, interop, losses, methods, models, optim
+from gdw_jax import bilevel, data, interop, losses, methods, models, optim, options
 from gdw_jax.data import noise as data_noise
 from gdw_jax.data import own
-from gdw_jax.methods.cmwnet import FAMILY_ORDERS, META_SOURCES
-from gdw_jax.methods.cmwnet_sl import SECOND_WEIGHTS
-from gdw_jax.methods.weight_net import NORMALISE
-
-# Option groups each built-in method reads. A group changed from its default while the chosen
-# method ignores it is almost always a mistake (e.g. a weight-net option on erm). Methods not
-# listed here are not checked.
-METHOD_GROUPS = {
-    "erm": (), "focal": (), "cb": (), "ldam_drw": (), "l2rw": (), "absgd": ("absgd",),
-    "mwnet": ("vnet", "mwnet"), "gdw": ("vnet", "gdw"), "cmwnet": ("vnet", "cmwnet"),
-    "cmwnet_sl": ("vnet", "cmwnet", "cmwnet_sl"),
-}
-OPTION_GROUPS = ("vnet", "mwnet", "gdw", "cmwnet", "cmwnet_sl", "absgd")
+from gdw_jax.options import ConfigError
+from gdw_jax.options import check as _check
+from gdw_jax.options import flag as _flag
+from gdw_jax.options import number as _number
+from gdw_jax.options import one_of as _one_of
+from gdw_jax.options import present as _present
 
 # Keys that change how a run executes, not what it computes: they may differ when a workdir is
 # resumed. (num_devices changes float summation order only: a resume on another device count
 # continues the run, just not bit-identically.)
 RUNTIME_KEYS = ("progress", "tensorboard", "checkpoint", "checkpoint_every_steps",
                 "keep_checkpoints", "checkpoint_best", "num_devices", "distributed",
-                "coordinator_address", "num_processes", "process_id",
+                "coordinator_address", "num_processes", "process_id", "plugins",
                 "stream_workers", "stream_threads", "stream_prefetch")
 
 BOOL_KEYS = ("drop_last", "nesterov", "progress", "checkpoint", "checkpoint_best", "tensorboard",
@@ -51,71 +44,42 @@ BOOL_KEYS = ("drop_last", "nesterov", "progress", "checkpoint", "checkpoint_best
              "distributed")
 
 
-class ConfigError(ValueError):
-  """A user mistake in the config: reported as one line, without a traceback."""
-
-
-def _check(cond: bool, msg: str) -> None:
-  if not cond:
-    raise ConfigError(msg)
-
-
-def _present(config, key) -> None:
-  _check(key in config, f"config has no key {key!r} (build configs from "
-                        f"configs.common.base_config())")
-
-
-def _one_of(config, key, valid, prefix="") -> None:
-  _present(config, key)
-  value = config.get(key)
-  _check(value in valid, f"unknown {prefix}{key} {value!r}; valid: {', '.join(map(str, valid))}")
-
-
-def _flag(config, key, prefix="") -> None:
-  _present(config, key)
-  value = config.get(key)
-  _check(isinstance(value, bool), f"{prefix}{key} must be True or False, got {value!r}")
-
-
-def _number(config, key, lo=None, hi=None, lo_open=False, hi_open=False, integer=False,
-            prefix="") -> None:
-  _present(config, key)
-  value = config.get(key)
-  kind = numbers.Integral if integer else numbers.Real
-  _check(isinstance(value, kind) and not isinstance(value, bool),
-         f"{prefix}{key} must be {'an integer' if integer else 'a number'}, got {value!r}")
-  lo_ok = lo is None or (value > lo if lo_open else value >= lo)
-  hi_ok = hi is None or (value < hi if hi_open else value <= hi)
-  if lo is not None and hi is not None:  # say the whole interval: "must be in (0, 1]"
-    interval = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
-    _check(lo_ok and hi_ok, f"{prefix}{key} must be in {interval}, got {value}")
-  _check(lo_ok, f"{prefix}{key} must be {'>' if lo_open else '>='} {lo}, got {value}")
-  _check(hi_ok, f"{prefix}{key} must be {'<' if hi_open else '<='} {hi}, got {value}")
-
-
 def _bool(config, key) -> None:
-  if key in config:
-    value = config.get(key)
-    _check(isinstance(value, bool), f"{key} must be True or False, got {value!r}")
+  _present(config, key)
+  value = config[key]
+  _check(isinstance(value, bool), f"{key} must be True or False, got {value!r}")
 
 
 def check_overrides(config, keys) -> None:
   """Options given on the command line (``keys``, e.g. ``vnet.lr``) that the chosen method never
   reads: almost always a mistake (e.g. a weight-net option on erm). Config files may tune every
-  method's group on purpose, so only explicit overrides are checked."""
-  reads = METHOD_GROUPS.get(config.method)
-  if reads is None:  # a method registered elsewhere: nothing known about what it reads
-    return
+  method's group on purpose, so only explicit overrides are checked. Each method declares the
+  groups it reads (``MethodSpec.groups``)."""
+  methods.load_plugins(config.plugins)
+  if config.method not in methods.names():
+    return  # validate() reports the unknown name
+  reads = {g.name for g in methods.spec(config.method).groups}
+  declared = {g.name for g in methods.option_groups()}
   for key in keys:
     group = key.split(".", 1)[0]
-    if group in OPTION_GROUPS and group not in reads and "." in key:
-      users = ", ".join(m for m, g in sorted(METHOD_GROUPS.items()) if group in g)
+    if group in declared and group not in reads and "." in key:
+      users = ", ".join(s.name for s in sorted(methods.specs(), key=lambda s: s.name)
+                        if group in {g.name for g in s.groups})
       raise ConfigError(f"--config.{key} is set but method {config.method} does not read the "
                         f"{group} options (methods that do: {users})")
 
 
 def validate(config) -> None:
-  """Raise :class:`ConfigError` on the first inconsistency in ``config`` alone."""
+  """Raise :class:`ConfigError` on the first inconsistency in ``config`` alone.
+
+  Imports ``config.plugins`` first (their methods register themselves), then checks the generic
+  keys, the base loss, and the chosen method's option groups and its own checks.
+  """
+  _present(config, "plugins")
+  try:
+    methods.load_plugins(config.plugins)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
   _one_of(config, "method", methods.names())
   _one_of(config, "dataset", data.dataset_names())
   _one_of(config, "model", models.names())
@@ -142,12 +106,11 @@ def validate(config) -> None:
   _number(config, "seed", 0, integer=True)
   _number(config, "prob_clamp", 0.0, 1.0, lo_open=True)
   _number(config, "eval_batch_size", 1, integer=True)
-  _check(not config.get("nesterov", False) or config.momentum > 0,
-         "nesterov=True needs momentum > 0")
+  _check(not config.nesterov or config.momentum > 0, "nesterov=True needs momentum > 0")
   _validate_optimizer_options(config)
   if config.lr_schedule == "step_epoch":
     _number(config, "lr_decay", 0.0, lo_open=True)
-    ms = tuple(config.get("lr_milestones", ()) or ())
+    ms = tuple(config.lr_milestones or ())
     _check(all(isinstance(m, numbers.Integral) and not isinstance(m, bool) and m > 0 for m in ms)
            and list(ms) == sorted(set(ms)),
            f"lr_milestones must be increasing positive epoch numbers, got {ms}")
@@ -156,33 +119,7 @@ def validate(config) -> None:
   _validate_loss(config)
   _validate_own_data(config)
   validate_input_pipeline(config)
-  needs_net = config.method in ("mwnet", "gdw")
-  needs_meta = config.method in ("mwnet", "gdw", "l2rw")
-  if config.method in ("cmwnet", "cmwnet_sl"):
-    group = _validate_cmwnet(config)
-    frozen = bool(config.cmwnet.transfer)
-    needs_net = not frozen
-    needs_meta = not frozen and group.meta_source == "clean"
-  if needs_meta:
-    _check(config.meta_per_class >= 1,
-           f"method {config.method} needs a meta set: meta_per_class must be >= 1")
-  if needs_net:
-    _one_of(config.vnet, "optimizer", optim.OPTIMIZERS, "vnet.")
-    _number(config.vnet, "lr", 0.0, prefix="vnet.")
-    _number(config.vnet, "weight_decay", 0.0, prefix="vnet.")
-    _number(config.vnet, "hidden", 1, integer=True, prefix="vnet.")
-  if config.method == "mwnet":
-    _one_of(config.mwnet, "real_weights", ("updated", "initial"), "mwnet.")
-    _one_of(config.mwnet, "normalise", NORMALISE, "mwnet.")
-    _flag(config.mwnet, "live_input", "mwnet.")
-  if config.method == "absgd":
-    _validate_absgd(config)
-  if config.method == "gdw":
-    _check(config.prob_clamp < 1.0, "gdw needs prob_clamp < 1 (the constraint divides by 1 - p_y)")
-    _number(config.gdw, "outer_lr", 0.0, prefix="gdw.")
-    _number(config.gdw, "clip", 0.0, lo_open=True, prefix="gdw.")
-    _check(0 < config.gdw.weight_min <= config.gdw.weight_max,
-           "gdw.weight_min must be > 0 and <= gdw.weight_max")
+  _validate_method(config)
   _validate_run_options(config)
   _validate_precision_and_init(config)  # last: init_from reads the checkpoint
 
@@ -328,14 +265,25 @@ def _meta_hint(config) -> str:
   return own.TRUSTED_SET_HOWTO
 
 
-def _epoch_switch(config, key, value) -> None:
-  _check(value < config.num_epochs,
-         f"{key} = {value} is not before the last epoch (num_epochs = {config.num_epochs}): "
-         "that stage would never run")
+def _validate_method(config) -> None:
+  """The chosen method's option groups, its own checks, and its meta set."""
+  spec = methods.spec(config.method)
+  for group in spec.groups:
+    options.group_present(config, group)
+    if group.validate is not None:
+      group.validate(config)
+  if spec.validate is not None:
+    spec.validate(config)
+  if spec.needs_meta(config):
+    _check(config.meta_per_class >= 1,
+           f"method {config.method} needs a meta set: meta_per_class must be >= 1")
 
 
 def _validate_loss(config) -> None:
   """``config.loss`` as the method sees it (the loss baselines force some of its keys)."""
+  _present(config, "loss")
+  for key in losses.LOSS_KEYS:
+    _present(config.loss, key, "loss.")
   s = losses.loss_settings(config)
   p = "loss."
   _one_of(s, "name", losses.LOSS_NAMES, p)
@@ -355,77 +303,24 @@ def _validate_loss(config) -> None:
   _number(s, "logit_tau", 0.0, prefix=p)
   if s["drw"]:
     _check(s["class_weights"] != "none", "loss.drw defers class weights: set loss.class_weights")
-    _epoch_switch(config, "loss.drw_epoch", s["drw_epoch"])
-
-
-def _validate_cmwnet(config):
-  """Checks shared by cmwnet and cmwnet_sl; returns the group with the schedule keys."""
-  c = config.cmwnet
-  p = "cmwnet."
-  _number(c, "num_families", 1, integer=True, prefix=p)
-  _one_of(c, "family_order", FAMILY_ORDERS, p)
-  _number(c, "kmeans_seed", 0, integer=True, prefix=p)
-  _one_of(c, "normalise", NORMALISE, p)
-  fams = tuple(c.families or ())
-  _check(all(isinstance(f, numbers.Integral) and 0 <= f for f in fams),
-         f"cmwnet.families must be non-negative integers, got {fams}")
-  _check(isinstance(c.transfer, str), f"cmwnet.transfer must be a path, got {c.transfer!r}")
-  if c.transfer:
-    _check(c.transfer.endswith((".npz", ".pth", ".pt")),
-           f"cmwnet.transfer {c.transfer!r}: expected a .npz export or a .pth checkpoint")
-    _check(os.path.isfile(c.transfer), f"cmwnet.transfer file {c.transfer!r} does not exist")
-  elif fams:
-    _check(max(fams) < c.num_families, f"cmwnet.families uses family {max(fams)} but "
-           f"num_families is {c.num_families}")
-  g = config.cmwnet if config.method == "cmwnet" else config.cmwnet_sl
-  p = f"{config.method}."
-  _number(g, "warmup_epochs", 0, integer=True, prefix=p)
-  _epoch_switch(config, p + "warmup_epochs", g.warmup_epochs)
-  _number(g, "meta_every", 1, integer=True, prefix=p)
-  _one_of(g, "meta_source", META_SOURCES, p)
-  _number(g, "select_per_class", 0, integer=True, prefix=p)
-  if config.method == "cmwnet_sl":
-    _number(g, "ema_decay", 0.0, 1.0, prefix=p)
-    _number(g, "ema_freeze_epoch", 0, integer=True, prefix=p)
-    _number(g, "mixup_alpha", 0.0, lo_open=True, prefix=p)
-    _flag(g, "meta_mixup", p)
-    _number(g, "meta_mixup_alpha", 0.0, lo_open=True, prefix=p)
-    _number(g, "pseudo_momentum", 0.0, 1.0, hi_open=True, prefix=p)
-    _one_of(g, "second_weight", SECOND_WEIGHTS, p)
-  return g
-
-
-def _validate_absgd(config) -> None:
-  a = config.absgd
-  p = "absgd."
-  for key in ("lam", "init_lam"):
-    _number(a, key, prefix=p)
-    _check(a[key] != 0, f"absgd.{key} must be non-zero (> 0 imbalance, < 0 noise)")
-  _number(a, "start_epoch", 0, integer=True, prefix=p)
-  _epoch_switch(config, "absgd.start_epoch", a.start_epoch)
-  _number(a, "gamma", 0.0, 1.0, lo_open=True, prefix=p)
-  _number(a, "ab_alpha", 0.0, lo_open=True, prefix=p)
-  _flag(a, "uniform_floor", p)
+    options.before_last_epoch(config, "loss.drw_epoch", s["drw_epoch"])
 
 
 def _validate_run_options(config) -> None:
   """Devices, multi-host, checkpoints and logging."""
-  if "num_devices" in config:
-    _number(config, "num_devices", 0, integer=True)
-  if "checkpoint_every_steps" in config:
-    _number(config, "checkpoint_every_steps", 0, integer=True)
-  if "keep_checkpoints" in config:
-    _number(config, "keep_checkpoints", 1, integer=True)
-  if config.get("tensorboard", False):
+  _number(config, "num_devices", 0, integer=True)
+  _number(config, "checkpoint_every_steps", 0, integer=True)
+  _number(config, "keep_checkpoints", 1, integer=True)
+  if config.tensorboard:
     from gdw_jax import metrics
     reason = metrics.tensorboard_available()
     _check(reason is None, reason or "")
-  if config.get("coordinator_address"):
-    _check(config.get("distributed", False),
+  if config.coordinator_address:
+    _check(config.distributed,
            "coordinator_address is set but distributed=False; set distributed=True")
     _number(config, "num_processes", 1, integer=True)
     _number(config, "process_id", 0, config.num_processes, hi_open=True, integer=True)
-  elif config.get("num_processes", 0) or config.get("process_id", -1) not in (-1, None):
+  elif config.num_processes or config.process_id not in (-1, None):
     raise ConfigError("num_processes / process_id need coordinator_address (or leave all three "
                       "unset to auto-detect the cluster)")
 
@@ -443,9 +338,9 @@ def build_data(config):
 
 def validate_devices(config, available: int) -> None:
   """``num_devices`` against the ``available`` devices (after multi-host initialisation)."""
-  n = config.get("num_devices", 0)
+  n = config.num_devices
   _check(n <= available, f"num_devices={n} but only {available} device(s) are available")
-  _check(not n or not config.get("distributed", False) or n == available,
+  _check(not n or not config.distributed or n == available,
          f"num_devices={n} with distributed=True; multi-host runs use every device (set 0)")
 
 

@@ -101,8 +101,7 @@ def test_frozen_transfer_net_is_used_unchanged(tmp_path, method_name):
   x = jnp.asarray(np.random.default_rng(0).normal(size=(6, 3)), jnp.float32)
   y = jnp.array([0, 1, 2, 3, 0, 1])
   params, ms = model.init(jax.random.PRNGKey(0), x)
-  state = (method.init(jax.random.PRNGKey(1), params, ms) if method.init_takes_model
-           else method.init(jax.random.PRNGKey(1)))
+  state = method.init(jax.random.PRNGKey(1), params, ms)
   assert "opt" not in state["net"]
   info = None
   if method.transform_input is not None:

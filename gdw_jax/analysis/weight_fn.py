@@ -42,6 +42,11 @@ def rebuild_method(run: Run):
 
   if run.config is None:
     raise Unavailable("config.json is missing")
+  if "plugins" in run.config:  # a run of a method registered by a plugin module
+    try:
+      methods.load_plugins(run.config.plugins)
+    except ValueError as e:
+      raise Unavailable(str(e)) from None
   if run.method not in methods.names():
     raise Unavailable(f"method {run.method!r} is not registered in this checkout")
   if run.data is None:
@@ -62,6 +67,8 @@ def rebuild_method(run: Run):
   method = methods.get(run.method)(cfg, info)
   if method.weight_fn is None:
     raise Unavailable(f"{run.method} has no learned weighting function")
+  # Without the classifier: a method that keeps a copy of it (CMW-Net-SL's EMA teacher) leaves
+  # that part of the template None, and the saved copy is restored as it is.
   template = method.init(jax.random.PRNGKey(0))
   state = serialization.from_bytes(template, run.method_state_bytes)
   return method, state

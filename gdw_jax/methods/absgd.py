@@ -20,11 +20,13 @@ Stability: ``u`` is kept as ``log u`` (no autograd chain across steps, as it wou
 official code) and ``p_i = exp(l_i/lambda - log u - log B)``, so ``exp(l/lambda)`` never has
 to be formed (it overflows float32 for ``l/lambda > 88``, e.g. LDAM's s = 30 logits).
 """
+from typing import Optional
+
 import jax
 import jax.numpy as jnp
 
-from gdw_jax import losses
-from gdw_jax.methods.base import Method
+from gdw_jax import losses, options
+from gdw_jax.methods.base import Method, MethodSpec
 
 UNIFORM_SENTINEL = 200.0
 
@@ -49,17 +51,33 @@ def absgd_weights(loss, log_u, lam, gamma, ab_alpha, uniform_floor=False):
   return p, log_u
 
 
-def make(config, info) -> Method:
-  dtype = jnp.dtype(config.get("dtype", "float32"))
-  g = config.absgd
-  lam, init_lam = float(g.lam), float(g.init_lam)
-  gamma, ab_alpha = float(g.gamma), float(g.ab_alpha)
-  floor = bool(g.uniform_floor)
-  start_step = int(g.start_epoch) * int(info.steps_per_epoch)
-  base = losses.make_base_loss(config, info.class_counts, info.steps_per_epoch, "absgd")
+def check_options(a, p="absgd.") -> None:
+  for key in ("lam", "init_lam"):
+    options.number(a, key, prefix=p)
+    options.check(a[key] != 0, f"{p}{key} must be non-zero (> 0 imbalance, < 0 noise)")
+  options.number(a, "start_epoch", 0, integer=True, prefix=p)
+  options.number(a, "gamma", 0.0, 1.0, lo_open=True, prefix=p)
+  options.number(a, "ab_alpha", 0.0, lo_open=True, prefix=p)
+  options.flag(a, "uniform_floor", p)
 
-  def init(rng):
-    del rng
+
+def absgd(*, steps_per_epoch: int, lam: float = 5.0, init_lam: float = 200.0,
+          start_epoch: int = 160, gamma: float = 0.7, ab_alpha: float = 0.5,
+          uniform_floor: bool = False, loss: Optional[losses.BaseLoss] = None,
+          dtype=jnp.float32) -> Method:
+  """ABSGD with the README's CIFAR-10-LT settings (lambda 5 from epoch 160, before that the plain
+  mean; gamma 0.7, abAlpha 0.5); ``steps_per_epoch`` places ``start_epoch``. ``loss``: the base
+  loss (default plain CE; the README recipe uses CB weights deferred to the same epoch)."""
+  check_options(dict(lam=lam, init_lam=init_lam, start_epoch=start_epoch, gamma=gamma,
+                     ab_alpha=ab_alpha, uniform_floor=uniform_floor), "")
+  lam, init_lam = float(lam), float(init_lam)
+  gamma, ab_alpha = float(gamma), float(ab_alpha)
+  floor = bool(uniform_floor)
+  start_step = int(start_epoch) * int(steps_per_epoch)
+  base = loss if loss is not None else losses.base_loss()
+
+  def init(rng, params=None, model_state=None):
+    del rng, params, model_state
     # u = 0 until the first weighted step ("started"); log u is kept finite in the state so the
     # trainer's non-finite guard can tell a blow-up from the official zero start.
     return {"log_u": jnp.zeros((), dtype), "started": jnp.asarray(False)}
@@ -94,3 +112,22 @@ def make(config, info) -> Method:
     return jnp.exp(loss / lam - state["log_u"]) + (1.0 if floor else 0.0)
 
   return Method("absgd", init, update, uses_meta=False, weight_fn=weight_fn)
+
+
+def from_config(config, info, dtype=None) -> Method:
+  """:func:`absgd` with ``config.absgd`` and ``config.loss``."""
+  return absgd(steps_per_epoch=info.steps_per_epoch, **options.values(config.absgd, OPTIONS),
+               loss=losses.make_base_loss(config, info.class_counts, info.steps_per_epoch,
+                                          "absgd"),
+               dtype=dtype or jnp.dtype(config.dtype))
+
+
+def _validate(config) -> None:
+  options.before_last_epoch(config, "absgd.start_epoch", config.absgd.start_epoch)
+
+
+OPTIONS = options.OptionGroup(
+    "absgd", options.defaults_of(absgd, "lam", "init_lam", "start_epoch", "gamma", "ab_alpha",
+                                 "uniform_floor"),
+    lambda config: check_options(config.absgd), epoch_switches={"start_epoch": (160, 200)})
+SPECS = (MethodSpec("absgd", from_config, groups=(OPTIONS,), validate=_validate),)

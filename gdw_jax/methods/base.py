@@ -1,9 +1,13 @@
-"""The interface every data-weighting method implements.
+"""The interface every data-weighting method implements, and how a method is declared.
 
 A method is a pair of pure functions (like an optax transform)::
 
-    state = method.init(rng)
+    state = method.init(rng, params, model_state)
     cotangent, state, aux = method.update(ctx, state)
+
+``init`` gets the classifier (``params``, ``model_state``) for methods that keep a copy of it
+(CMW-Net-SL's EMA teacher); the others ignore it, and ``init(rng)`` (both ``None``) gives every
+method's state template without a classifier (enough to restore a saved state).
 
 ``update`` receives the step's :class:`gdw_jax.bilevel.StepContext` (training logits at the
 current parameters, labels, the meta batch, ...) and returns the cotangent ``G`` ``[N, C]`` to
@@ -26,17 +30,21 @@ Two optional hooks cover what cannot be said per step with the batch alone:
   step before the forward: the classifier is run (and differentiated) on ``x_in`` and ``info``
   reaches ``update`` as ``ctx.input_info`` (mixup for CMW-Net-SL).
 
-A method that keeps a copy of the classifier (CMW-Net-SL's EMA teacher) sets
-``init_takes_model`` and is initialised as ``init(rng, params, model_state)``.
-
 Anything that must survive a resume (EMA parameters, ABSGD's moving average, pseudo-labels)
 lives in the method state pytree.
+
+A method is declared to the config-driven trainer by a :class:`MethodSpec` (registered with
+:func:`gdw_jax.methods.register`): its name, how to build it from a run config (through its
+keyword constructor), the option groups it reads and the checks of its options. Nothing else in
+the package names a method, so a new method is one file.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
 import numpy as np
+
+from gdw_jax.options import OptionGroup
 
 
 class DataInfo(NamedTuple):
@@ -60,14 +68,14 @@ class EpochContext(NamedTuple):
 
 
 class Method(NamedTuple):
+  """The pure functions of one weighting method (see the module docstring)."""
   name: str
-  init: Callable[[Any], Any]
+  init: Callable[..., Any]        # (rng, params=None, model_state=None) -> state
   update: Callable[[Any, Any], Any]
   uses_meta: bool = False
   weight_fn: Optional[Callable[[Any, Any, Any], Any]] = None
   epoch_start: Optional[Callable[[EpochContext, Any], Optional[np.ndarray]]] = None
   transform_input: Optional[Callable[..., Any]] = None
-  init_takes_model: bool = False  # init(rng, params, model_state): keeps a copy (EMA teacher)
   # Host-side ``phase(step) -> int`` for methods whose step changes shape over training (warm-up,
   # meta step every k iterations). The trainer compiles one step per phase and passes it as the
   # static ``ctx.phase``, so no phase runs inside ``lax.switch`` (on XLA:CPU a convolution's
@@ -77,3 +85,36 @@ class Method(NamedTuple):
   # 'probability' (the final model's probability of the given label) or 'weight' (the method's
   # recorded per-sample weights over the last epochs); see gdw_jax/analysis.
   label_score: str = "probability"
+
+
+def _never(config) -> bool:
+  del config
+  return False
+
+
+class MethodSpec(NamedTuple):
+  """How the config-driven trainer builds and checks a method (one per registered name).
+
+  * ``build(config, info: DataInfo, dtype=None) -> Method``: reads the method's options from the
+    run config and calls its keyword constructor (the one way to make the method).
+  * ``groups``: the config groups it reads (``config.<group.name>``). Their defaults are
+    assembled into ``configs.common.base_config()``, their checks run when the method is chosen,
+    and a command-line override of a group the chosen method does not read is an error.
+  * ``validate(config)``: checks that need more than one group (e.g. GDW needs ``prob_clamp <
+    1``); raises :class:`gdw_jax.options.ConfigError`.
+  * ``needs_meta(config)``: whether the run needs a held-out meta set (``meta_per_class >= 1``).
+  * ``loss_overrides``: ``config.loss`` keys the method's name implies (``focal`` forces the
+    focal loss); applied wherever the base loss is read.
+  """
+  name: str
+  build: Callable[..., Method]
+  groups: Tuple[OptionGroup, ...] = ()
+  validate: Optional[Callable[[Any], None]] = None
+  needs_meta: Callable[[Any], bool] = _never
+  loss_overrides: Dict[str, Any] = {}
+
+
+def always(config) -> bool:
+  """``needs_meta`` of a method that always runs a meta step on the held-out meta set."""
+  del config
+  return True

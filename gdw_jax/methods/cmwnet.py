@@ -31,14 +31,20 @@ clusters (balanced data: every class in family 0).
 """
 from __future__ import annotations
 
+import numbers
+import os
+from typing import Optional
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gdw_jax import bilevel, losses
-from gdw_jax.methods import transfer
-from gdw_jax.methods.base import Method
-from gdw_jax.methods.weight_net import WeightNet, real_coefficients, virtual_coefficients
+from gdw_jax import bilevel, losses, options
+from gdw_jax.methods import transfer as transfer_io
+from gdw_jax.methods import weight_net as weight_net_lib
+from gdw_jax.methods.base import Method, MethodSpec
+from gdw_jax.methods.weight_net import (NORMALISE, WeightNet, real_coefficients,
+                                        virtual_coefficients)
 from gdw_jax.models.weight_nets import CMWNet
 
 FAMILY_ORDERS = ("size", "kmeans", "official_heads")
@@ -68,16 +74,22 @@ def task_families(class_counts, num_families: int = 3, order: str = "size",
   return fam
 
 
-def families_from_config(group, class_counts) -> np.ndarray:
-  explicit = tuple(group.get("families", ()) or ())
+def family_map(class_counts, num_families: int = 3, family_order: str = "size",
+               kmeans_seed: int = 0, families=()) -> np.ndarray:
+  """Family id ``[C]`` of every class: the explicit ``families`` map if given, else k-means."""
+  explicit = tuple(families or ())
   if explicit:
     fam = np.asarray(explicit, np.int64)
     if fam.shape != (len(class_counts),):
       raise ValueError(f"cmwnet.families needs one entry per class ({len(class_counts)}), "
                        f"got {len(explicit)}")
     return fam
-  return task_families(class_counts, int(group.num_families), group.family_order,
-                       int(group.kmeans_seed))
+  return task_families(class_counts, int(num_families), family_order, int(kmeans_seed))
+
+
+def families_from_config(group, class_counts) -> np.ndarray:
+  return family_map(class_counts, group["num_families"], group["family_order"],
+                    group["kmeans_seed"], group["families"])
 
 
 def balanced_subset(labels, per_class: int, seed: int, epoch: int) -> np.ndarray:
@@ -102,48 +114,55 @@ def small_loss_subset(sample_losses, labels, per_class: int) -> np.ndarray:
   return np.sort(np.concatenate(out)).astype(np.int64)
 
 
-def per_class_count(group, class_counts) -> int:
-  k = int(group.get("select_per_class", 0))
+def per_class_count(select_per_class: int, class_counts) -> int:
+  k = int(select_per_class)
   counts = np.asarray(class_counts)
   return k if k > 0 else int(counts[counts > 0].min())
 
 
-def make_epoch_start(group, warmup_epochs: int, losses_of_model):
+def make_epoch_start(meta_source: str, select_per_class: int, warmup_epochs: int,
+                     losses_of_model):
   """``epoch_start`` for ``meta_source`` ``train_balanced`` / ``small_loss`` (None: ``clean``).
 
   ``losses_of_model(ectx, state) -> [n]`` gives the per-sample losses small-loss selection ranks
   by. During warm-up (no meta step runs) a random balanced set of the same size stands in.
   """
-  source = group.meta_source
-  if source == "clean":
+  if meta_source == "clean":
     return None
 
   def epoch_start(ectx, state):
-    k = per_class_count(group, ectx.class_counts)
-    if source == "train_balanced" or ectx.epoch < warmup_epochs:
+    k = per_class_count(select_per_class, ectx.class_counts)
+    if meta_source == "train_balanced" or ectx.epoch < warmup_epochs:
       return balanced_subset(ectx.labels, k, ectx.seed, ectx.epoch)
     return small_loss_subset(losses_of_model(ectx, state), ectx.labels, k)
 
   return epoch_start
 
 
-def weight_net(config, info, dtype, num_heads=None):
-  """The CMW-Net weighting net (frozen if ``cmwnet.transfer`` names a file) and class families."""
-  group = config.cmwnet
-  families = families_from_config(group, info.class_counts)
+def family_net(class_counts, *, num_families: int = 3, family_order: str = "size",
+               kmeans_seed: int = 0, families=(), transfer: str = "", weight_net=None,
+               weight_optimizer=None, dtype=jnp.float32):
+  """``(WeightNet, families [C])``: CMW-Net's weighting net and the class -> family map.
+
+  Families: ``families`` (one id per class) or k-means with ``num_families`` clusters on the
+  ``class_counts`` (``family_order``, ``kmeans_seed``: :func:`task_families`). The net: the
+  ``weight_net`` module (``(losses [N, 1], family [N]) -> [N, 1]``; default :class:`CMWNet`
+  with ``num_families`` heads of width 100) trained by ``weight_optimizer`` (default Adam 1e-3 +
+  L2 1e-4), or, if ``transfer`` names a ``.npz`` / ``.pth`` file, that net frozen.
+  """
+  fam = family_map(class_counts, num_families, family_order, kmeans_seed, families)
   sample = (jnp.zeros((1, 1), dtype), jnp.zeros((1,), jnp.int32))
-  path = group.get("transfer", "")
-  if path:
-    params = transfer.cmwnet_from_torch(transfer.load(path))
+  if transfer:
+    params = transfer_io.cmwnet_from_torch(transfer_io.load(transfer))
     heads, hidden = params["heads_kernel"].shape
-    if families.max() >= heads:
-      raise ValueError(f"cmwnet.transfer net has {heads} head(s) but family {families.max()} "
-                       "is used")
+    if fam.max() >= heads:
+      raise ValueError(f"cmwnet.transfer net has {heads} head(s) but family {fam.max()} is used")
     module = CMWNet(hidden=hidden, num_heads=heads, dtype=dtype)
-    return WeightNet(config.vnet, dtype, module, sample, frozen_params=params), families
-  heads = int(num_heads or group.num_families)
-  module = CMWNet(hidden=int(config.vnet.hidden), num_heads=heads, dtype=dtype)
-  return WeightNet(config.vnet, dtype, module, sample), families
+    return WeightNet(module, None, dtype, sample, frozen_params=params), fam
+  if weight_net is None:
+    weight_net = CMWNet(hidden=weight_net_lib.OPTIONS.defaults["hidden"],
+                        num_heads=int(num_families), dtype=dtype)
+  return WeightNet(weight_net, weight_optimizer, dtype, sample), fam
 
 
 def phase(step, steps_per_epoch: int, warmup_steps: int, meta_every: int, can_meta: bool):
@@ -167,28 +186,38 @@ def run_phase(ctx, branches, idx_traced, operand):
   return jax.lax.switch(idx_traced, branches, operand), idx_traced
 
 
-def make(config, info, dtype=None) -> Method:
-  dtype = dtype or jnp.dtype(config.get("dtype", "float32"))
-  group = config.cmwnet
-  wnet, families = weight_net(config, info, dtype)
+def cmwnet(*, class_counts, steps_per_epoch: int, normalise: str = "mean",
+           warmup_epochs: int = 0, meta_every: int = 1, meta_source: str = "clean",
+           select_per_class: int = 0, loss: Optional[losses.BaseLoss] = None,
+           dtype=jnp.float32, **net_options) -> Method:
+  """CMW-Net on (noisy) training ``class_counts`` (families by k-means on them), ``steps_per_epoch``
+  steps an epoch (for ``warmup_epochs`` and ``meta_every``); ``loss``: the base loss (default
+  plain CE). ``net_options``: :func:`family_net`'s keywords (families, ``weight_net``,
+  ``weight_optimizer``, ``transfer``). Defaults: the noisy-label recipe (every step a meta step
+  on the held-out clean set); ``configs/recipes.py: cmwnet_lt`` is the long-tail one.
+  """
+  check_schedule(dict(warmup_epochs=warmup_epochs, meta_every=meta_every,
+                      meta_source=meta_source, select_per_class=select_per_class), "")
+  options.one_of(dict(normalise=normalise), "normalise", NORMALISE)
+  wnet, families = family_net(class_counts, dtype=dtype, **net_options)
   fam_table = jnp.asarray(families, jnp.int32)
-  normalise = group.normalise
-  spe = int(info.steps_per_epoch)
-  warmup_epochs = int(group.warmup_epochs)
+  spe = int(steps_per_epoch)
+  warmup_epochs = int(warmup_epochs)
   warmup_steps = warmup_epochs * spe
-  meta_every = int(group.meta_every)
-  base = losses.make_base_loss(config, info.class_counts, spe, "cmwnet")
+  meta_every = int(meta_every)
+  base = loss if loss is not None else losses.base_loss()
   meta_fn = None if base.logit_scale == 1.0 else bilevel.meta_loss_from(base.meta_loss)
   can_meta = not wnet.frozen
 
-  def init(rng):
+  def init(rng, params=None, model_state=None):
+    del params, model_state
     return {"net": wnet.init(rng), "meta_loss": jnp.zeros((), dtype)}
 
   def update(ctx, state):
     b = base.logit_grad(ctx.logits, ctx.labels, ctx.step, None)
     loss = jax.lax.stop_gradient(base.per_sample(ctx.logits, ctx.labels, ctx.step))
     fam = fam_table[ctx.labels]
-    n = ctx.batch_size
+    n = ctx.norm_size
     net = state["net"]
 
     def weights(params):
@@ -226,9 +255,84 @@ def make(config, info, dtype=None) -> Method:
     del state
     return ectx.train_losses(ectx.params, ectx.model_state)
 
-  epoch_start = make_epoch_start(group, warmup_epochs, model_losses) if can_meta else None
+  epoch_start = (make_epoch_start(meta_source, select_per_class, warmup_epochs, model_losses)
+                 if can_meta else None)
+
   def host_phase(step):
     return phase(int(step), spe, warmup_steps, meta_every, can_meta)
 
   return Method("cmwnet", init, update, uses_meta=can_meta, weight_fn=weight_fn,
                 phase=host_phase, epoch_start=epoch_start, label_score="weight")
+
+
+# ------------------------------------------------------------------------- config and checks
+
+NET_KEYS = ("num_families", "family_order", "kmeans_seed", "families", "transfer")
+SCHEDULE_KEYS = ("warmup_epochs", "meta_every", "meta_source", "select_per_class")
+
+
+def net_from_config(config, dtype):
+  """:func:`family_net`'s keywords from ``config.cmwnet`` and ``config.vnet`` (shared by
+  CMW-Net and CMW-Net-SL)."""
+  return dict({k: config.cmwnet[k] for k in NET_KEYS},
+              weight_net=CMWNet(hidden=int(config.vnet.hidden),
+                                num_heads=int(config.cmwnet.num_families), dtype=dtype),
+              weight_optimizer=weight_net_lib.optimizer_from(config.vnet))
+
+
+def from_config(config, info, dtype=None) -> Method:
+  """:func:`cmwnet` with ``config.cmwnet``, ``config.vnet`` and ``config.loss``."""
+  dtype = dtype or jnp.dtype(config.dtype)
+  g = config.cmwnet
+  return cmwnet(class_counts=info.class_counts, steps_per_epoch=info.steps_per_epoch,
+                normalise=g.normalise, **{k: g[k] for k in SCHEDULE_KEYS},
+                loss=losses.make_base_loss(config, info.class_counts, info.steps_per_epoch,
+                                           "cmwnet"),
+                dtype=dtype, **net_from_config(config, dtype))
+
+
+def check_schedule(opts, prefix) -> None:
+  """Warm-up, meta step frequency and meta source (CMW-Net's and CMW-Net-SL's own keys)."""
+  options.number(opts, "warmup_epochs", 0, integer=True, prefix=prefix)
+  options.number(opts, "meta_every", 1, integer=True, prefix=prefix)
+  options.one_of(opts, "meta_source", META_SOURCES, prefix)
+  options.number(opts, "select_per_class", 0, integer=True, prefix=prefix)
+
+
+def check_net_options(c, p="cmwnet.") -> None:
+  """Families, net and transfer file (``config.cmwnet``, shared with CMW-Net-SL)."""
+  options.number(c, "num_families", 1, integer=True, prefix=p)
+  options.one_of(c, "family_order", FAMILY_ORDERS, p)
+  options.number(c, "kmeans_seed", 0, integer=True, prefix=p)
+  options.one_of(c, "normalise", NORMALISE, p)
+  fams = tuple(c["families"] or ())
+  options.check(all(isinstance(f, numbers.Integral) and 0 <= f for f in fams),
+                f"{p}families must be non-negative integers, got {fams}")
+  transfer = c["transfer"]
+  options.check(isinstance(transfer, str), f"{p}transfer must be a path, got {transfer!r}")
+  if transfer:
+    options.check(transfer.endswith((".npz", ".pth", ".pt")),
+                  f"{p}transfer {transfer!r}: expected a .npz export or a .pth checkpoint")
+    options.check(os.path.isfile(transfer), f"{p}transfer file {transfer!r} does not exist")
+  elif fams:
+    options.check(max(fams) < c["num_families"], f"{p}families uses family {max(fams)} but "
+                  f"num_families is {c['num_families']}")
+
+
+def needs_meta(group):
+  """``needs_meta`` of a method whose schedule keys are in ``config.<group>``: a held-out meta
+  set unless the net is transferred (no meta step) or the meta set comes from the training set."""
+  return lambda config: not config.cmwnet.transfer and config[group].meta_source == "clean"
+
+
+def _validate(config) -> None:
+  check_schedule(config.cmwnet, "cmwnet.")
+  options.before_last_epoch(config, "cmwnet.warmup_epochs", config.cmwnet.warmup_epochs)
+
+
+OPTIONS = options.OptionGroup(
+    "cmwnet", dict(options.defaults_of(family_net, *NET_KEYS),
+                   **options.defaults_of(cmwnet, "normalise", *SCHEDULE_KEYS)),
+    lambda config: check_net_options(config.cmwnet))
+SPECS = (MethodSpec("cmwnet", from_config, groups=(weight_net_lib.OPTIONS, OPTIONS),
+                    validate=_validate, needs_meta=needs_meta("cmwnet")),)

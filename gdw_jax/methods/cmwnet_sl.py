@@ -26,12 +26,14 @@ in the official plug-in experiments. Families and the net are CMW-Net's (``confi
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import jax
 import jax.numpy as jnp
 
-from gdw_jax import bilevel, losses
-from gdw_jax.methods import cmwnet
-from gdw_jax.methods.base import Method
+from gdw_jax import bilevel, losses, options
+from gdw_jax.methods import cmwnet, weight_net
+from gdw_jax.methods.base import Method, MethodSpec
 
 SECOND_WEIGHTS = ("own", "permuted")
 
@@ -70,37 +72,67 @@ def ema_step(ema_params, params, d):
                       ema_params, params)
 
 
-def make(config, info, dtype=None) -> Method:
-  dtype = dtype or jnp.dtype(config.get("dtype", "float32"))
-  g = config.cmwnet_sl
-  wnet, families = cmwnet.weight_net(config, info, dtype)
+def check_options(g, p="cmwnet_sl.") -> None:
+  options.number(g, "ema_decay", 0.0, 1.0, prefix=p)
+  options.number(g, "ema_freeze_epoch", 0, integer=True, prefix=p)
+  options.number(g, "mixup_alpha", 0.0, lo_open=True, prefix=p)
+  options.flag(g, "meta_mixup", p)
+  options.number(g, "meta_mixup_alpha", 0.0, lo_open=True, prefix=p)
+  options.number(g, "pseudo_momentum", 0.0, 1.0, hi_open=True, prefix=p)
+  options.one_of(g, "second_weight", SECOND_WEIGHTS, p)
+  cmwnet.check_schedule(g, p)
+
+
+def cmwnet_sl(*, class_counts, steps_per_epoch: int, num_train: Optional[int] = None,
+              ema_decay: float = 0.997, ema_freeze_epoch: int = 0, mixup_alpha: float = 1.0,
+              meta_mixup: bool = True, meta_mixup_alpha: float = 1.0,
+              pseudo_momentum: float = 0.0, second_weight: str = "own", warmup_epochs: int = 10,
+              meta_every: int = 10, meta_source: str = "small_loss", select_per_class: int = 10,
+              loss: Optional[losses.BaseLoss] = None, dtype=jnp.float32,
+              **net_options) -> Method:
+  """CMW-Net-SL with ``cmwn.py``'s defaults on (noisy) training ``class_counts``,
+  ``steps_per_epoch`` steps an epoch; ``num_train`` (training-set size) is needed for the
+  per-sample pseudo-label memory (``pseudo_momentum > 0``). ``net_options``: CMW-Net's
+  :func:`gdw_jax.methods.cmwnet.family_net` keywords (families, ``weight_net``,
+  ``weight_optimizer``, ``transfer``). ``init`` needs the classifier (EMA teacher): ``init(rng,
+  params, model_state)``.
+  """
+  check_options(dict(ema_decay=ema_decay, ema_freeze_epoch=ema_freeze_epoch,
+                     mixup_alpha=mixup_alpha, meta_mixup=meta_mixup,
+                     meta_mixup_alpha=meta_mixup_alpha, pseudo_momentum=pseudo_momentum,
+                     second_weight=second_weight, warmup_epochs=warmup_epochs,
+                     meta_every=meta_every, meta_source=meta_source,
+                     select_per_class=select_per_class), "")
+  if pseudo_momentum > 0 and num_train is None:
+    raise ValueError("cmwnet_sl with pseudo_momentum > 0 needs num_train (per-sample memory)")
+  num_classes = len(class_counts)
+  wnet, families = cmwnet.family_net(class_counts, dtype=dtype, **net_options)
   fam_table = jnp.asarray(families, jnp.int32)
-  spe = int(info.steps_per_epoch)
-  warmup_epochs = int(g.warmup_epochs)
+  spe = int(steps_per_epoch)
+  warmup_epochs = int(warmup_epochs)
   warmup_steps = warmup_epochs * spe
-  meta_every = int(g.meta_every)
-  decay, freeze = float(g.ema_decay), int(g.ema_freeze_epoch)
-  alpha = float(g.mixup_alpha)
-  momentum = float(g.pseudo_momentum)
-  second = g.second_weight
-  if second not in SECOND_WEIGHTS:
-    raise ValueError(f"unknown cmwnet_sl.second_weight {second!r}; valid: "
-                     f"{', '.join(SECOND_WEIGHTS)}")
-  base = losses.make_base_loss(config, info.class_counts, spe, "cmwnet_sl")
+  meta_every = int(meta_every)
+  decay, freeze = float(ema_decay), int(ema_freeze_epoch)
+  alpha = float(mixup_alpha)
+  momentum = float(pseudo_momentum)
+  second = second_weight
+  base = loss if loss is not None else losses.base_loss()
   scale = base.logit_scale
-  if g.meta_mixup:
-    meta_fn = mixup_meta_loss(float(g.meta_mixup_alpha), scale)
+  if meta_mixup:
+    meta_fn = mixup_meta_loss(float(meta_mixup_alpha), scale)
   else:
     meta_fn = None if scale == 1.0 else bilevel.meta_loss_from(base.meta_loss)
   can_meta = not wnet.frozen
 
-  def init(rng, params, model_state):
+  def init(rng, params=None, model_state=None):
+    """The teacher starts as a copy of the classifier; ``params=None`` gives a template whose
+    ``ema`` entries are None (enough to restore a saved state, e.g. for analysis)."""
     state = {"net": wnet.init(rng), "meta_loss": jnp.zeros((), dtype),
              # copies: the train state is donated to the step, and must not alias the teacher
              "ema": jax.tree.map(lambda a: jnp.array(a, copy=True),
                                  {"params": params, "model_state": model_state})}
     if momentum > 0:
-      state["pseudo"] = jnp.zeros((info.num_train, info.num_classes), dtype)
+      state["pseudo"] = jnp.zeros((num_train, num_classes), dtype)
     return state
 
   def transform_input(state, rng, x, labels, step):
@@ -141,7 +173,7 @@ def make(config, info, dtype=None) -> Method:
     soft_y, soft_yp = scale * (q - p), scale * (q - pp)
     l_y = jax.lax.stop_gradient(base.per_sample(z, y, step))[:, None]
     l_yp = jax.lax.stop_gradient(base.per_sample(z, yp, step))[:, None]
-    n = ctx.batch_size
+    n = ctx.norm_size
     lam_ = lam.astype(z.dtype)
 
     def cotangent(w):  # affine in w = [v, v'] (N x 2)
@@ -188,10 +220,38 @@ def make(config, info, dtype=None) -> Method:
       params = ema_step(params, ectx.params, d)
     return ectx.train_losses(params, ema["model_state"])
 
-  epoch_start = cmwnet.make_epoch_start(g, warmup_epochs, ema_losses) if can_meta else None
+  epoch_start = (cmwnet.make_epoch_start(meta_source, select_per_class, warmup_epochs,
+                                         ema_losses) if can_meta else None)
+
   def host_phase(step):
     return cmwnet.phase(int(step), spe, warmup_steps, meta_every, can_meta)
 
   return Method("cmwnet_sl", init, update, uses_meta=can_meta, weight_fn=weight_fn,
                 phase=host_phase, epoch_start=epoch_start, transform_input=transform_input,
-                init_takes_model=True, label_score="weight")
+                label_score="weight")
+
+
+def from_config(config, info, dtype=None) -> Method:
+  """:func:`cmwnet_sl` with ``config.cmwnet_sl``, ``config.cmwnet`` (families, net, transfer),
+  ``config.vnet`` and ``config.loss``."""
+  dtype = dtype or jnp.dtype(config.dtype)
+  return cmwnet_sl(class_counts=info.class_counts, steps_per_epoch=info.steps_per_epoch,
+                   num_train=info.num_train, **options.values(config.cmwnet_sl, OPTIONS),
+                   loss=losses.make_base_loss(config, info.class_counts, info.steps_per_epoch,
+                                              "cmwnet_sl"),
+                   dtype=dtype, **cmwnet.net_from_config(config, dtype))
+
+
+def _validate(config) -> None:
+  options.before_last_epoch(config, "cmwnet_sl.warmup_epochs", config.cmwnet_sl.warmup_epochs)
+
+
+OPTIONS = options.OptionGroup(
+    "cmwnet_sl", options.defaults_of(
+        cmwnet_sl, "ema_decay", "ema_freeze_epoch", "mixup_alpha", "meta_mixup",
+        "meta_mixup_alpha", "pseudo_momentum", "second_weight", *cmwnet.SCHEDULE_KEYS),
+    lambda config: check_options(config.cmwnet_sl),
+    epoch_switches={"warmup_epochs": (10, 300)})
+SPECS = (MethodSpec("cmwnet_sl", from_config,
+                    groups=(weight_net.OPTIONS, cmwnet.OPTIONS, OPTIONS), validate=_validate,
+                    needs_meta=cmwnet.needs_meta("cmwnet_sl")),)

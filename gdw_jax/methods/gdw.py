@@ -18,12 +18,15 @@ weighted class-level gradient keeps the zero-sum structure of the softmax-CE gra
 non-target entries of ``W*`` carry the class-level step; the target column of ``U`` is discarded
 (but still counts in ``D``), as in the official code.
 """
+from typing import Optional
+
 import jax
 import jax.numpy as jnp
 
-from gdw_jax import bilevel, losses
-from gdw_jax.methods.base import Method
-from gdw_jax.methods.weight_net import WeightNet, detached_losses
+from gdw_jax import bilevel, losses, options
+from gdw_jax.methods import weight_net
+from gdw_jax.methods.base import Method, MethodSpec, always
+from gdw_jax.methods.weight_net import WeightNet, detached_losses, module_from, optimizer_from
 
 
 def zero_mean_constraint(w, p, labels):
@@ -46,15 +49,40 @@ def class_level_step(w, g, outer_lr, clip):
   return w - jnp.clip(step, -clip, clip)
 
 
-def make(config, info, dtype=None) -> Method:
-  wnet = WeightNet(config.vnet, dtype or jnp.dtype(config.get("dtype", "float32")))
-  clamp = config.get("prob_clamp", 0.999)
-  if clamp is None or not 0.0 < clamp < 1.0:
+def check_options(opts, prefix="gdw.") -> None:
+  """The class-level step's options (a config group or the constructor's arguments)."""
+  options.number(opts, "outer_lr", 0.0, prefix=prefix)
+  options.number(opts, "clip", 0.0, lo_open=True, prefix=prefix)
+  options.check(0 < opts["weight_min"] <= opts["weight_max"],
+                f"{prefix}weight_min must be > 0 and <= {prefix}weight_max")
+
+
+def gdw(*, outer_lr: float = 100.0, clip: float = 0.2, weight_min: float = 1e-6,
+        weight_max: float = 1e6, prob_clamp: float = 0.999, weight_net=None,
+        weight_optimizer=None, loss: Optional[losses.BaseLoss] = None,
+        dtype=jnp.float32) -> Method:
+  """GDW with the paper's defaults (CIFAR-10: ``outer_lr`` 100, CIFAR-100: 1000; clip 0.2).
+
+  ``weight_net``: a Flax module ``losses [N, 1] -> weights [N, 1]`` (default MW-Net's VNet,
+  1-100-1); ``weight_optimizer``: its optax optimizer (default Adam 1e-3 + coupled L2 1e-4);
+  ``loss``: the base loss (:func:`gdw_jax.losses.base_loss`, default plain CE); ``prob_clamp``:
+  ``p = min(softmax, prob_clamp)`` in ``E`` and the constraint (must be < 1); ``dtype``: the
+  weight net's.
+  """
+  check_options(dict(outer_lr=outer_lr, clip=clip, weight_min=weight_min, weight_max=weight_max),
+                prefix="")
+  if prob_clamp is None or not 0.0 < prob_clamp < 1.0:
     raise ValueError("gdw needs 0 < prob_clamp < 1 (the zero-mean constraint divides by 1 - p_y)")
-  outer_lr, clip = float(config.gdw.outer_lr), float(config.gdw.clip)
-  w_min, w_max = float(config.gdw.weight_min), float(config.gdw.weight_max)
-  base = losses.make_base_loss(config, info.class_counts, info.steps_per_epoch, "gdw")
+  wnet = WeightNet(weight_net, weight_optimizer, dtype)
+  clamp = float(prob_clamp)
+  outer_lr, clip = float(outer_lr), float(clip)
+  w_min, w_max = float(weight_min), float(weight_max)
+  base = loss if loss is not None else losses.base_loss()
   meta_fn = None if base.logit_scale == 1.0 else bilevel.meta_loss_from(base.meta_loss)
+
+  def init(rng, params=None, model_state=None):
+    del params, model_state
+    return wnet.init(rng)
 
   def update(ctx, state):
     num_classes = ctx.logits.shape[-1]
@@ -65,18 +93,20 @@ def make(config, info, dtype=None) -> Method:
 
     def class_weights(phi):
       v = wnet.apply(phi, loss)
-      return zero_mean_constraint(jnp.tile(v, (1, num_classes)), p, ctx.labels)
+      return zero_mean_constraint(jnp.tile(v, (1, num_classes)), p, ctx.labels), v
 
-    w, pullback = jax.vjp(class_weights, state["params"])
+    w, pullback, v = jax.vjp(class_weights, state["params"], has_aux=True)
     meta_loss, g = bilevel.meta_gradient(ctx, e, w, meta_loss_fn=meta_fn)
     (dphi,) = pullback(g)
     state = wnet.step(state, dphi)
 
     w_new = jnp.clip(class_level_step(w, g, outer_lr, clip), w_min, w_max)
     w_star = jax.lax.stop_gradient(zero_mean_constraint(w_new, p, ctx.labels))
+    # The first-stage instance weight v = V_phi(l) (before the constraint replaces each row's
+    # target entry and the class-level step moves the others).
     aux = {"meta_loss": meta_loss, "weights": w_star,
-           "instance_weight": jnp.mean(w[:, :1])}
-    return e * w_star / ctx.batch_size, state, aux
+           "instance_weight": jnp.mean(jax.lax.stop_gradient(v))}
+    return e * w_star / ctx.norm_size, state, aux
 
   def weight_fn(state, loss, labels):
     del labels
@@ -84,5 +114,27 @@ def make(config, info, dtype=None) -> Method:
 
   # Label issues by the final model's p(given label): on digits (40% uniform) it separates the
   # mislabelled samples better than the recorded W*[i, y] (docs/own_data.md, detect_benchmark).
-  return Method("gdw", wnet.init, update, uses_meta=True, weight_fn=weight_fn,
+  return Method("gdw", init, update, uses_meta=True, weight_fn=weight_fn,
                 label_score="probability")
+
+
+def from_config(config, info, dtype=None) -> Method:
+  """:func:`gdw` with ``config.gdw``, ``config.vnet``, ``config.loss`` and ``prob_clamp``."""
+  dtype = dtype or jnp.dtype(config.dtype)
+  return gdw(**options.values(config.gdw, OPTIONS), prob_clamp=config.prob_clamp,
+             weight_net=module_from(config.vnet, dtype),
+             weight_optimizer=optimizer_from(config.vnet),
+             loss=losses.make_base_loss(config, info.class_counts, info.steps_per_epoch, "gdw"),
+             dtype=dtype)
+
+
+def _validate(config) -> None:
+  options.check(config.prob_clamp < 1.0,
+                "gdw needs prob_clamp < 1 (the constraint divides by 1 - p_y)")
+
+
+OPTIONS = options.OptionGroup(
+    "gdw", options.defaults_of(gdw, "outer_lr", "clip", "weight_min", "weight_max"),
+    lambda config: check_options(config.gdw))
+SPECS = (MethodSpec("gdw", from_config, groups=(weight_net.OPTIONS, OPTIONS), validate=_validate,
+                    needs_meta=always),)

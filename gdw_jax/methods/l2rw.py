@@ -12,11 +12,13 @@ Per step the weights are the negative meta gradient at ``eps = 0``:
 
 There is no learned state. ``lr`` and ``N`` only scale ``g`` and cancel in the normalisation.
 """
+from typing import Optional
+
 import jax
 import jax.numpy as jnp
 
 from gdw_jax import bilevel, losses
-from gdw_jax.methods.base import Method
+from gdw_jax.methods.base import Method, MethodSpec, always
 
 
 def normalised_weights(g):
@@ -26,12 +28,13 @@ def normalised_weights(g):
   return jnp.where(total > 0, w / jnp.where(total > 0, total, 1.0), jnp.zeros_like(w))
 
 
-def make(config, info) -> Method:
-  base = losses.make_base_loss(config, info.class_counts, info.steps_per_epoch, "l2rw")
+def l2rw(*, loss: Optional[losses.BaseLoss] = None) -> Method:
+  """L2RW on the base ``loss`` (default plain CE); no options, no state."""
+  base = loss if loss is not None else losses.base_loss()
   meta_fn = None if base.logit_scale == 1.0 else bilevel.meta_loss_from(base.meta_loss)
 
-  def init(rng):
-    del rng
+  def init(rng, params=None, model_state=None):
+    del rng, params, model_state
     return {}
 
   def update(ctx, state):
@@ -44,3 +47,11 @@ def make(config, info) -> Method:
                           "zero_weight_steps": (jnp.sum(w) == 0).astype(b.dtype)}
 
   return Method("l2rw", init, update, uses_meta=True, label_score="weight")
+
+
+def from_config(config, info, dtype=None) -> Method:
+  del dtype
+  return l2rw(loss=losses.make_base_loss(config, info.class_counts, info.steps_per_epoch, "l2rw"))
+
+
+SPECS = (MethodSpec("l2rw", from_config, needs_meta=always),)

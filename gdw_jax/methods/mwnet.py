@@ -16,30 +16,53 @@ onehot(y)``) and ``l`` the detached per-sample loss:
    (``mwnet.real_weights='updated'``, official) or the pre-update ``v`` (``'initial'``), and
    ``D`` is ``N`` or the (detached) ``sum w``.
 """
-import jax
+from typing import Optional
 
-from gdw_jax import bilevel, losses
-from gdw_jax.methods.base import Method
-from gdw_jax.methods.weight_net import WeightNet, real_coefficients, virtual_coefficients
+import jax
+import jax.numpy as jnp
+
+from gdw_jax import bilevel, losses, options
+from gdw_jax.methods import weight_net
+from gdw_jax.methods.base import Method, MethodSpec, always
+from gdw_jax.methods.weight_net import (NORMALISE, WeightNet, module_from, optimizer_from,
+                                        real_coefficients, virtual_coefficients)
 
 REAL_WEIGHTS = ("updated", "initial")
 
 
-def make(config, info, dtype=None) -> Method:
-  dtype = dtype or jax.numpy.dtype(config.get("dtype", "float32"))
-  wnet = WeightNet(config.vnet, dtype)
-  clamp = config.get("prob_clamp", 0.999)
-  group = config.mwnet
-  real_weights = group.real_weights
-  normalise = group.get("normalise", "mean")
-  live_input = bool(group.get("live_input", False))
-  base = losses.make_base_loss(config, info.class_counts, info.steps_per_epoch, "mwnet")
+def check_options(opts, prefix="mwnet.") -> None:
+  options.one_of(opts, "real_weights", REAL_WEIGHTS, prefix)
+  options.one_of(opts, "normalise", NORMALISE, prefix)
+  options.flag(opts, "live_input", prefix)
+
+
+def mwnet(*, real_weights: str = "updated", normalise: str = "mean", live_input: bool = False,
+          prob_clamp: Optional[float] = 0.999, weight_net=None, weight_optimizer=None,
+          loss: Optional[losses.BaseLoss] = None, dtype=jnp.float32) -> Method:
+  """MW-Net as ``MW-Net.py`` runs it (mean objective, detached net input, real step with the
+  updated net); ``normalise`` / ``live_input`` select the other official scripts' objectives.
+
+  ``weight_net``: a Flax module ``losses [N, 1] -> weights [N, 1]`` (default the 1-100-1 VNet);
+  ``weight_optimizer``: its optax optimizer (default Adam 1e-3 + coupled L2 1e-4); ``loss``: the
+  base loss (default plain CE); ``prob_clamp``: ``E = min(softmax, prob_clamp) - onehot`` (the GDW
+  code's MW-Net; None or 1 for the exact CE gradient of the MW-Net scripts).
+  """
+  check_options(dict(real_weights=real_weights, normalise=normalise, live_input=live_input),
+                prefix="")
+  wnet = WeightNet(weight_net, weight_optimizer, dtype)
+  clamp = prob_clamp
+  live_input = bool(live_input)
+  base = loss if loss is not None else losses.base_loss()
   meta_fn = None if base.logit_scale == 1.0 else bilevel.meta_loss_from(base.meta_loss)
+
+  def init(rng, params=None, model_state=None):
+    del params, model_state
+    return wnet.init(rng)
 
   def update(ctx, state):
     b = base.logit_grad(ctx.logits, ctx.labels, ctx.step, clamp)
     loss = jax.lax.stop_gradient(base.per_sample(ctx.logits, ctx.labels, ctx.step))
-    n = ctx.batch_size
+    n = ctx.norm_size
 
     def coefficients(phi):
       return virtual_coefficients(lambda l: wnet.apply(phi, l), loss, normalise, live_input, n)
@@ -57,5 +80,22 @@ def make(config, info, dtype=None) -> Method:
     del labels
     return wnet.apply(state["params"], loss[:, None])[:, 0]
 
-  return Method("mwnet", wnet.init, update, uses_meta=True, weight_fn=weight_fn,
+  return Method("mwnet", init, update, uses_meta=True, weight_fn=weight_fn,
                 label_score="weight")
+
+
+def from_config(config, info, dtype=None) -> Method:
+  """:func:`mwnet` with ``config.mwnet``, ``config.vnet``, ``config.loss`` and ``prob_clamp``."""
+  dtype = dtype or jnp.dtype(config.dtype)
+  return mwnet(**options.values(config.mwnet, OPTIONS), prob_clamp=config.prob_clamp,
+               weight_net=module_from(config.vnet, dtype),
+               weight_optimizer=optimizer_from(config.vnet),
+               loss=losses.make_base_loss(config, info.class_counts, info.steps_per_epoch,
+                                          "mwnet"), dtype=dtype)
+
+
+OPTIONS = options.OptionGroup("mwnet", options.defaults_of(mwnet, "real_weights", "normalise",
+                                                           "live_input"),
+                              lambda config: check_options(config.mwnet))
+SPECS = (MethodSpec("mwnet", from_config, groups=(weight_net.OPTIONS, OPTIONS),
+                    needs_meta=always),)

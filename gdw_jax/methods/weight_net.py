@@ -1,33 +1,75 @@
 """The learned weighting nets (MW-Net's VNet, CMW-Net's multi-head net) + their optimizer, as
-pure functions, and the instance-weighted objectives of MW-Net's variants."""
+pure functions, and the instance-weighted objectives of MW-Net's variants.
+
+``config.vnet`` (:data:`OPTIONS`) is the net and optimizer every learned weighting method uses
+(MW-Net, GDW, CMW-Net, CMW-Net-SL); its defaults are the papers': a 1-100-1 MLP trained with Adam
+1e-3 and coupled L2 1e-4. A method constructor given ``weight_net=None`` / ``weight_optimizer=None``
+uses exactly these (:func:`default_module`, :func:`default_optimizer`).
+"""
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from gdw_jax import optim
+from gdw_jax import optim, options
 from gdw_jax.models.weight_nets import VNet
 
 NORMALISE = ("mean", "sum", "sum_detached")
 
 
+def _validate(config) -> None:
+  g, p = config.vnet, "vnet."
+  options.one_of(g, "optimizer", optim.OPTIMIZERS, p)
+  options.number(g, "lr", 0.0, prefix=p)
+  options.number(g, "weight_decay", 0.0, prefix=p)
+  options.number(g, "hidden", 1, integer=True, prefix=p)
+
+
+OPTIONS = options.OptionGroup("vnet", dict(
+    hidden=100, optimizer="adam", lr=1e-3, weight_decay=1e-4, momentum=0.0, nesterov=False,
+    amsgrad=False), _validate)
+
+
+def optimizer_from(group) -> optax.GradientTransformation:
+  """The weighting net's optimizer from ``config.vnet``-like keys (PyTorch-style, coupled L2)."""
+  return optim.make(group["optimizer"], float(group["lr"]),
+                    weight_decay=float(group["weight_decay"]), momentum=float(group["momentum"]),
+                    nesterov=bool(group["nesterov"]), amsgrad=bool(group["amsgrad"]))
+
+
+def default_optimizer() -> optax.GradientTransformation:
+  """The papers' weighting-net optimizer: Adam 1e-3 with coupled L2 1e-4."""
+  return optimizer_from(OPTIONS.defaults)
+
+
+def default_module(dtype=jnp.float32, hidden=None) -> VNet:
+  """MW-Net's VNet, ``Linear(1, 100) -> ReLU -> Linear(100, 1) -> sigmoid``."""
+  return VNet(hidden=int(hidden or OPTIONS.defaults["hidden"]), dtype=dtype)
+
+
+def module_from(group, dtype=jnp.float32) -> VNet:
+  """The VNet of ``config.vnet`` (its ``hidden`` width)."""
+  return default_module(dtype, int(group["hidden"]))
+
+
 class WeightNet:
   """``init(rng) -> {'params', 'opt'}``; ``apply(params, *inputs) -> weights[N,1]``;
-  ``step(state, grads) -> state`` (one optimizer step, e.g. Adam(1e-3) + L2 1e-4).
+  ``step(state, grads) -> state`` (one optimizer step with ``tx``).
 
-  ``module`` defaults to ``VNet`` (input: losses ``[N, 1]``); ``sample_inputs`` are what
-  ``module.init`` is called with. With ``frozen_params`` (transfer) the net is fixed: ``init``
-  returns those parameters, there is no optimizer state and ``step`` is not allowed.
+  ``module`` is a Flax linen module (input: losses ``[N, 1]`` for MW-Net's VNet);
+  ``sample_inputs`` are what ``module.init`` is called with (default: one ``[1, 1]`` loss). With
+  ``frozen_params`` (transfer) the net is fixed: ``init`` returns those parameters, there is no
+  optimizer state and ``step`` is not allowed.
   """
 
-  def __init__(self, group, dtype=jnp.float32, module=None, sample_inputs=None,
+  def __init__(self, module, tx=None, dtype=jnp.float32, sample_inputs=None,
                frozen_params=None):
-    self.module = module if module is not None else VNet(hidden=int(group.hidden), dtype=dtype)
+    self.module = module if module is not None else default_module(dtype)
     self.sample_inputs = sample_inputs or (jnp.zeros((1, 1), dtype),)
     self.frozen = frozen_params is not None
     self.frozen_params = frozen_params
-    self.tx = None if self.frozen else optim.from_config(group)
+    self.tx = None if self.frozen else (tx if tx is not None else default_optimizer())
     self.dtype = dtype
 
   def init(self, rng):

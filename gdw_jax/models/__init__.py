@@ -30,22 +30,10 @@ class ModelFns(NamedTuple):
 
 
 def functional(module: nn.Module) -> ModelFns:
-  """Wrap a Linen module whose ``__call__(x, train)`` returns logits."""
-
-  def init(rng, x):
-    variables = module.init(rng, x, train=False)
-    variables = dict(variables)
-    params = variables.pop("params")
-    return params, variables
-
-  def apply(params, model_state, x, train: bool):
-    variables = {"params": params, **model_state}
-    if train and model_state:
-      logits, new_state = module.apply(variables, x, train=True, mutable=list(model_state))
-      return logits, dict(new_state)
-    return module.apply(variables, x, train=train), model_state
-
-  return ModelFns(module, init, apply)
+  """Wrap a Linen module whose ``__call__(x, train)`` returns logits (no rng streams; see
+  :func:`gdw_jax.adapters.from_linen` for dropout)."""
+  from gdw_jax.adapters import from_linen  # adapters imports ModelFns from here
+  return from_linen(module)
 
 
 _MODELS: Dict[str, Callable[..., nn.Module]] = {

@@ -33,7 +33,9 @@ def head_kind(config) -> str:
   from gdw_jax import losses  # local: losses does not depend on models
   kind = config.get("classifier_head", "auto") if config else "auto"
   if kind == "auto":
-    return "cosine" if config and losses.loss_settings(config)["name"] == "ldam" else "linear"
+    # A model built from model options only (no loss group) has a linear head.
+    ldam = bool(config) and "loss" in config and losses.loss_settings(config)["name"] == "ldam"
+    return "cosine" if ldam else "linear"
   return kind
 
 
