@@ -144,6 +144,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.grad_clip_norm = 0.0           # > 0: clip the gradient's global norm before L2 (ABSGD: 5)
   c.drop_last = False              # official loaders keep the last, smaller batch
   c.seed = 0
+  # Several runs in one process and one compiled step, e.g. (0, 1, 2, 3, 4) or on the command
+  # line --config.seeds=0,1,2,3,4: each run is the config with that seed, exactly as if alone,
+  # written to <workdir>/seed_<s>/, plus <workdir>/summary.json (mean ± std); see docs/scaling.md.
+  # Empty: one run with `seed`.
+  c.seeds = ()
   c.dtype = "float32"              # float64 for step-parity checks
   c.compute_dtype = ""             # '' = dtype; bfloat16: mixed precision (float32 parameters,
                                    # bf16 convs; resnet50 / vgg19_bn), docs/real_noise.md
@@ -166,6 +171,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.progress = True                # progress bar with steps/s and ETA
   c.report = True                  # write report.md + figures/ at the end (gdw_jax.analysis)
   c.tensorboard = False            # also write TensorBoard scalars (needs tensorboardX)
+  # Input path: device keeps the training images on the device once and runs up to an epoch of
+  # steps per call (batches gathered inside jit, lax loop); host gathers each step's batch on the
+  # host (data that stream); auto: device when the images fit (docs/scaling.md). Same results.
+  c.data_placement = "auto"        # auto | device | host
+  c.steps_per_call = 0             # most steps per compiled call (0: up to an epoch, ~2 s/call)
   # Devices: the global batch is split over num_devices (0: all); see docs/scaling.md.
   c.num_devices = 0
   c.distributed = False            # multi-host: jax.distributed.initialize (auto-detected, or:)

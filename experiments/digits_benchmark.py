@@ -18,6 +18,11 @@ applies a published recipe from ``configs/recipes.py`` (after ``--epochs``, befo
 Prints a markdown table (mean +- std over seeds of ``last5_acc`` = mean test accuracy of the
 last 5 epochs, and ``best_acc``) and writes ``{"<entry>": {"last5_acc": [...], "best_acc": [...]}}``.
 Extra ``--set key=value`` pairs override any config key for every run.
+
+The seeds of an entry train as one program (``config.seeds``, docs/scaling.md): each run ends
+exactly as it would alone, in ``--workdir/<entry>/seed_<s>/``. An entry whose seeds cannot share
+a program (e.g. CMW-Net's in-train meta sets of different sizes per seed) runs them one by one,
+in ``--workdir/<entry>_seed<s>/``.
 """
 from __future__ import annotations
 
@@ -45,15 +50,14 @@ def split_entry(entry: str):
   return method, recipe or None
 
 
-def run_one(entry: str, seed: int, args) -> dict:
+def entry_config(entry: str, args):
+  """The config of ``entry`` (``method`` or ``method@recipe``) with the command's settings."""
   from configs import digits, recipes
-  from gdw_jax import train
   from gdw_jax.validation import ConfigError
 
   method, recipe = split_entry(entry)
   config = digits.get_config()
   config.method = method
-  config.seed = seed
   config.noise_type = args.noise
   config.noise_rate = args.rate
   config.asym_generator = args.asym_generator
@@ -75,10 +79,31 @@ def run_one(entry: str, seed: int, args) -> dict:
     for p in parents:
       node = node[p]
     node[leaf] = _parse_value(value)
+  return config
+
+
+def run_entry(entry: str, seeds, args) -> list:
+  """Every seed of ``entry``: one launch of all of them, or one by one if they cannot share a
+  program. Returns each seed's final dict."""
+  from gdw_jax import train
+  from gdw_jax.validation import ConfigError
+
+  config = entry_config(entry, args)
   name = entry.replace("@", "_")
-  workdir = os.path.join(args.workdir, f"{name}_seed{seed}") if args.workdir else \
-      tempfile.mkdtemp(prefix=f"digits_{name}_{seed}_")
-  return train.train_and_evaluate(config, workdir)
+  with tempfile.TemporaryDirectory(prefix=f"digits_{name}_") as tmp:
+    root = args.workdir or tmp
+    config.seeds = tuple(seeds)
+    try:
+      return list(train.train_and_evaluate(config, os.path.join(root, name))["runs"].values())
+    except ConfigError as e:
+      if not str(e).startswith("seeds:") and "for the seeds" not in str(e):
+        raise
+      print(f"{entry}: seeds run one by one ({e})", file=sys.stderr, flush=True)
+    finals = []
+    for seed in seeds:
+      config.seeds, config.seed = (), seed
+      finals.append(train.train_and_evaluate(config, os.path.join(root, f"{name}_seed{seed}")))
+    return finals
 
 
 def table(results: dict) -> str:
@@ -129,15 +154,13 @@ def main(argv=None) -> int:
 
   results, t0 = {}, time.time()
   for method in chosen:
-    results[method] = {"last5_acc": [], "best_acc": [], "last_acc": []}
-    for seed in range(args.seeds):
-      try:
-        final = run_one(method, seed, args)
-      except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-      for k in results[method]:
-        results[method][k].append(final[k])
+    try:
+      finals = run_entry(method, list(range(args.seeds)), args)
+    except ConfigError as e:
+      print(f"error: {e}", file=sys.stderr)
+      return 2
+    results[method] = {k: [f[k] for f in finals] for k in ("last5_acc", "best_acc", "last_acc")}
+    for seed, final in enumerate(finals):
       print(f"{method:>16} seed {seed}: last5 {final['last5_acc']:.2f} best {final['best_acc']:.2f}"
             f" ({final['wall_time_s']:.1f}s, noise {final['realised_noise_rate']:.3f})",
             file=sys.stderr, flush=True)

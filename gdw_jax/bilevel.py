@@ -89,13 +89,14 @@ class StepContext:
 
 
 def check_step_arrays(x, labels, logits, meta_x, meta_y, where: str) -> None:
-  """chex checks of one step's arrays (any of ``logits``, ``meta_x``, ``meta_y`` may be None);
-  ``where`` names the public call in the message."""
+  """chex checks of one step's arrays (any of ``x``, ``logits``, ``meta_x``, ``meta_y`` may be
+  None); ``where`` names the public call in the message."""
   chex.assert_rank(labels, 1, custom_message=f"{where}: labels must be class indices [N]")
   chex.assert_type(labels, int, custom_message=f"{where}: labels must be integer class indices")
   n = labels.shape[0]
-  chex.assert_axis_dimension(x, 0, n, custom_message=f"{where}: x must have one row per label "
-                                                     f"({n})")
+  if x is not None:
+    chex.assert_axis_dimension(x, 0, n, custom_message=f"{where}: x must have one row per label "
+                                                       f"({n})")
   if logits is not None:
     chex.assert_rank(logits, 2, custom_message=f"{where}: logits must be [N, C] (apply_fn must "
                                                "return (logits, model_state))")

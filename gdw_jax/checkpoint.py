@@ -11,9 +11,14 @@ A checkpoint (``<workdir>/checkpoints/<step>/``) holds three items:
 
 Saving policy: every ``checkpoint_every_steps`` steps (0: never mid-run), at every epoch end
 whose test accuracy is a new best (``checkpoint_best``), and at the end. Kept: the last
-``keep_checkpoints`` plus the best by test accuracy (``orbax`` preservation policies). Saves are
-synchronous and atomic (orbax writes to a temporary directory and renames it on commit), so a
-kill at any moment leaves the earlier checkpoints intact; a half-written one is ignored.
+``keep_checkpoints`` plus the best by test accuracy (``orbax`` preservation policies).
+
+Saves are asynchronous and atomic: :meth:`Checkpointer.save` returns once the arrays are copied
+off the device (orbax's synchronous device-to-host transfer, so the next step may overwrite or
+donate them) and the files are written by a background thread into a temporary directory that
+is renamed on commit. Training goes on meanwhile; the next save (and :meth:`close`) first waits
+for the previous one. A kill at any moment leaves the earlier checkpoints intact; a half-written
+one is ignored.
 """
 from __future__ import annotations
 
@@ -36,7 +41,7 @@ def _test_acc(metrics) -> float:
   return metrics.get("test_acc", -np.inf)
 
 
-def _options(keep: int, best: bool) -> ocp.CheckpointManagerOptions:
+def _options(keep: int, best: bool, asynchronous: bool) -> ocp.CheckpointManagerOptions:
   pp = ocp.checkpoint_managers
   policies = [pp.LatestN(n=keep)]
   if best:
@@ -44,26 +49,38 @@ def _options(keep: int, best: bool) -> ocp.CheckpointManagerOptions:
   # best_fn also makes orbax write each checkpoint's metrics to disk, so a resumed run still
   # knows which earlier checkpoint is the best.
   return ocp.CheckpointManagerOptions(
-      enable_async_checkpointing=False, best_fn=_test_acc, best_mode="max",
+      enable_async_checkpointing=asynchronous, best_fn=_test_acc, best_mode="max",
       preservation_policy=pp.AnyPreservationPolicy(policies))
 
 
 class Checkpointer:
   """Save / restore the train state and the loop's records under ``<workdir>/checkpoints``."""
 
-  def __init__(self, workdir: str, keep: int = 2, best: bool = True):
+  def __init__(self, workdir: str, keep: int = 2, best: bool = True, asynchronous: bool = True):
     self.dir = directory(workdir)
-    self.manager = ocp.CheckpointManager(self.dir, options=_options(keep, best))
+    self.manager = ocp.CheckpointManager(self.dir, options=_options(keep, best, asynchronous))
+    self._saved = set(self.manager.all_steps())  # steps saved by any session (no re-save)
 
   def latest_step(self) -> Optional[int]:
+    self.wait()
     return self.manager.latest_step()
+
+  def all_steps(self):
+    """The committed steps, ascending."""
+    self.wait()
+    return sorted(self.manager.all_steps())
+
+  def wait(self) -> None:
+    """Block until the save in flight (if any) is committed."""
+    self.manager.wait_until_finished()
 
   def save(self, step: int, state, loop_arrays: Dict[str, np.ndarray], meta: Dict[str, Any],
            test_acc: Optional[float] = None) -> None:
     """Save at ``step`` (a no-op if that step is already saved). ``test_acc`` is given only for
     epoch-end checkpoints: it ranks them for the keep-the-best policy."""
-    if step in self.manager.all_steps():
+    if step in self._saved:
       return
+    self._saved.add(step)
     self.manager.save(
         step, force=True, metrics={} if test_acc is None else {"test_acc": float(test_acc)},
         args=ocp.args.Composite(state=ocp.args.StandardSave(state),
@@ -72,11 +89,13 @@ class Checkpointer:
 
   def restore(self, state_target, loop_target, step: Optional[int] = None):
     """``(state, loop_arrays, meta)`` of ``step`` (default: latest). ``state_target``: a
-    TrainState of the right structure whose arrays carry the shardings to restore into (so a
-    run may resume on another device layout); ``loop_target``: NumPy arrays of the right
-    shapes (restored as NumPy on every process)."""
+    TrainState of the right structure whose arrays (or ``jax.ShapeDtypeStruct``s) carry the
+    shardings to restore into (so a run may resume on another device layout); ``loop_target``:
+    NumPy arrays of the right shapes (restored as NumPy on every process)."""
     step = self.latest_step() if step is None else step
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state_target)
+    abstract = jax.tree.map(
+        lambda a: a if isinstance(a, jax.ShapeDtypeStruct) else ocp.utils.to_shape_dtype_struct(a),
+        state_target)
     out = self.manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract), loop=ocp.args.StandardRestore(loop_target),
         meta=ocp.args.JsonRestore()))

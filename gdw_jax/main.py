@@ -1,6 +1,7 @@
 """Command line: ``python -m gdw_jax.main --config=configs/digits.py --workdir=runs/digits``.
 
-Any config key can be overridden, e.g. ``--config.method=mwnet --config.noise_rate=0.6``.
+Any config key can be overridden, e.g. ``--config.method=mwnet --config.noise_rate=0.6``;
+``--config.seeds=0,1,2,3,4`` trains five seeds as one program (``docs/scaling.md``).
 Methods defined outside the package run with ``--config.plugins=my_module,...`` (imported before
 the config file is read, so their option groups can be overridden too, e.g.
 ``--config.plugins=examples.my_method --config.method=small_loss --config.small_loss.keep=0.7``).
@@ -97,6 +98,11 @@ def main(argv):
   except train.NonFiniteError as e:
     print(f"gdw_jax: error: {e}", file=sys.stderr)
     sys.exit(3)
+  if FLAGS.config.seeds:  # several runs: the summary table (mean ± std over seeds)
+    from gdw_jax import runs
+    print(runs.summary_table(final))
+    print(f"-> {os.path.join(FLAGS.workdir, 'summary.json')}")
+    return
   out = os.path.join(FLAGS.workdir, "final.json")
   if final["last5_acc"] is None:
     print(f"trained {final['steps']} steps; no test accuracy (no test set) -> {out}")

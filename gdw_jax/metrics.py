@@ -39,7 +39,7 @@ def instance_weight(weights: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 class Recorder:
-  """Host-side accumulators of the training loop (all of them checkpointed)."""
+  """Host-side accumulators of one run's training loop (all of them checkpointed)."""
 
   def __init__(self, metric_names, num_epochs: int, labels: np.ndarray, noise_mask: np.ndarray,
                weight_dim: int):
@@ -51,28 +51,23 @@ class Recorder:
     self.sums = np.zeros(len(self.names), np.float64)               # sum_s metric_s * n_s
     self.count = np.zeros((), np.float64)                           # sum_s n_s
     self.history: List[Dict[str, Any]] = []
-    self.elapsed_before = 0.0    # wall seconds of earlier sessions (resume)
-    self.meta_picked = None      # training positions of a method-picked meta set, this epoch
-    self._pending = []           # (epoch, idx, metrics, weights) not yet on the host
+    self.elapsed_before = 0.0        # wall seconds of earlier sessions (resume)
+    self.epoch_elapsed_before = 0.0  # seconds earlier sessions spent in the current epoch
+    self.meta_picked = None          # training positions of a method-picked meta set, this epoch
 
   def add(self, epoch: int, idx: np.ndarray, metrics, weights) -> None:
-    """Record one step; device values stay on device until :meth:`flush`."""
-    self._pending.append((epoch, idx, metrics, weights))
-
-  def flush(self) -> None:
-    import jax  # keeps this module importable without initialising jax
-    pending, self._pending = jax.device_get(self._pending), []
-    for epoch, idx, m, w in pending:
-      w = np.asarray(w, np.float32)
-      self.epoch_w[idx] = w
-      self.instance_w[epoch, idx] = instance_weight(w, self.labels[idx])
-      self.sums += np.array([float(m[k]) for k in self.names], np.float64) * len(idx)
-      self.count += len(idx)
+    """Record one step (host values: ``metrics`` name -> scalar, ``weights`` ``[B, k]``)."""
+    w = np.asarray(weights, np.float32)
+    self.epoch_w[idx] = w
+    self.instance_w[epoch, idx] = instance_weight(w, self.labels[idx])
+    self.sums += np.array([float(metrics[k]) for k in self.names], np.float64) * len(idx)
+    self.count += len(idx)
 
   def end_epoch(self, epoch: int, step: int, test: Dict[str, Any], wall_time: float,
                 epoch_time: float, epoch_steps: int) -> Dict[str, Any]:
-    """Close the epoch: its metrics row (appended to :attr:`history`); resets the step sums."""
-    self.flush()
+    """Close the epoch: its metrics row (appended to :attr:`history`); resets the step sums.
+    ``epoch_time``: this session's seconds in the epoch (earlier sessions' part is added)."""
+    epoch_time += self.epoch_elapsed_before
     row: Dict[str, Any] = {"epoch": epoch, "step": step}
     row.update({k: float(v) for k, v in zip(self.names, self.sums / self.count)})
     iw = self.instance_w[epoch]
@@ -94,17 +89,18 @@ class Recorder:
 
   def start_epoch(self) -> None:
     self.epoch_w[:] = np.nan
+    self.epoch_elapsed_before = 0.0
 
-  def state_dict(self, elapsed: float):
-    """``(arrays, json)``: what a checkpoint must hold to resume this recorder exactly;
-    ``elapsed``: the run's wall time so far."""
-    if self._pending:
-      raise RuntimeError("flush() before state_dict()")
-    arrays = {"instance_weight": self.instance_w, "epoch_weights": self.epoch_w,
-              "metric_sums": self.sums, "metric_count": self.count}
+  def state_dict(self, elapsed: float, epoch_elapsed: float):
+    """``(arrays, json)``: what a checkpoint must hold to resume this recorder exactly (copies:
+    the checkpoint is written in the background while training goes on); ``elapsed``: the
+    run's wall time so far, ``epoch_elapsed``: this session's seconds in the current epoch."""
+    arrays = {"instance_weight": self.instance_w.copy(), "epoch_weights": self.epoch_w.copy(),
+              "metric_sums": self.sums.copy(), "metric_count": self.count.copy()}
     picked = None if self.meta_picked is None else np.asarray(self.meta_picked).tolist()
-    return arrays, {"history": self.history, "elapsed": elapsed, "metric_names": self.names,
-                    "meta_picked": picked}
+    return arrays, {"history": list(self.history), "elapsed": elapsed,
+                    "epoch_elapsed": self.epoch_elapsed_before + epoch_elapsed,
+                    "metric_names": self.names, "meta_picked": picked}
 
   def load_state_dict(self, arrays, meta) -> None:
     if list(meta["metric_names"]) != self.names:
@@ -115,6 +111,7 @@ class Recorder:
     self.count = np.array(arrays["metric_count"], np.float64)
     self.history = list(meta["history"])
     self.elapsed_before = float(meta["elapsed"])
+    self.epoch_elapsed_before = float(meta.get("epoch_elapsed", 0.0))  # older checkpoints: 0
     picked = meta.get("meta_picked")
     self.meta_picked = None if picked is None else np.asarray(picked, np.int64)
 

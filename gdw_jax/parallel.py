@@ -1,4 +1,5 @@
-"""Data parallelism: a 1-D device mesh, batches sharded over ``'data'``, the rest replicated.
+"""Data parallelism: a 1-D device mesh, batches sharded over ``'data'``, the rest replicated;
+with several runs (seeds) at once, a 2-D mesh whose ``'seeds'`` axis splits the runs.
 
 The train step is jitted once for the whole mesh (``jax.jit`` + ``NamedSharding``, no ``pmap``):
 its inputs are global arrays whose batch axis is split over the devices, and XLA inserts the
@@ -14,16 +15,24 @@ Multi-host: with ``config.distributed`` every process calls :func:`jax.distribut
 dataset, derives the same global batch indices from ``(seed, epoch, step)``, and gathers and
 transfers only the rows of its own devices (:func:`global_rows`), so each host feeds its
 per-process shard of the global batch.
+
+Several runs (``config.seeds``): every array of the runs' state and batches has a leading runs
+axis. The mesh is ``('seeds', 'data')`` of shape ``(g, D / g)`` with ``g = gcd(K, D)`` for K runs
+on D devices: the runs axis is split over ``'seeds'`` and each run's batch over ``'data'``, so
+K runs on K devices train side by side, one run per device, and K runs on one device are one
+batched (``vmap``) program.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+import math
+from typing import Any, Dict, Optional, Sequence
 
 import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 DATA = "data"
+SEEDS = "seeds"
 
 
 def initialize(config) -> None:
@@ -42,14 +51,35 @@ def device_count(config) -> int:
   return int(config.get("num_devices", 0) or jax.device_count())
 
 
-def make_mesh(config) -> Mesh:
-  """A 1-D ``'data'`` mesh over the first :func:`device_count` devices.
+def seed_axis_size(num_runs: int, num_devices: int) -> int:
+  """How many devices the runs axis is split over: ``gcd(K, D)`` (1 for a single run)."""
+  return math.gcd(num_runs, num_devices) if num_runs > 1 else 1
+
+
+def data_axis_size(config, num_runs: int = 1) -> int:
+  """How many devices each run's batch is split over."""
+  n = device_count(config)
+  return n // seed_axis_size(num_runs, n)
+
+
+def make_mesh(config, num_runs: int = 1) -> Mesh:
+  """A 1-D ``'data'`` mesh over the first :func:`device_count` devices; for several runs a 2-D
+  ``('seeds', 'data')`` mesh (:func:`seed_axis_size`).
 
   ``Auto`` axis types: sharding is propagated by the compiler from the inputs, so the model and
   method code stay free of sharding annotations.
   """
   n = device_count(config)
-  return jax.make_mesh((n,), (DATA,), axis_types=(AxisType.Auto,), devices=jax.devices()[:n])
+  devices = jax.devices()[:n]
+  if num_runs == 1:
+    return jax.make_mesh((n,), (DATA,), axis_types=(AxisType.Auto,), devices=devices)
+  g = seed_axis_size(num_runs, n)
+  return jax.make_mesh((g, n // g), (SEEDS, DATA), axis_types=(AxisType.Auto,) * 2,
+                       devices=devices)
+
+
+def has_runs_axis(mesh: Mesh) -> bool:
+  return SEEDS in mesh.axis_names
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -57,7 +87,19 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
+  """Rows split over ``'data'`` (a single run's batch, or rows every run shares)."""
   return NamedSharding(mesh, P(DATA))
+
+
+def runs_sharding(mesh: Mesh, rows: bool = False) -> NamedSharding:
+  """A leading runs axis split over ``'seeds'``; ``rows``: the next axis (each run's batch)
+  split over ``'data'``."""
+  return NamedSharding(mesh, P(SEEDS, DATA) if rows else P(SEEDS))
+
+
+def state_sharding(mesh: Mesh) -> NamedSharding:
+  """Where train states live: replicated, or for several runs split along the runs axis."""
+  return runs_sharding(mesh) if has_runs_axis(mesh) else replicated(mesh)
 
 
 def rows_sharding(mesh: Mesh, num_rows: int) -> NamedSharding:
@@ -67,7 +109,7 @@ def rows_sharding(mesh: Mesh, num_rows: int) -> NamedSharding:
   whose last batch of a pass may be smaller: replicated, they give the same result, computed
   redundantly on every device.
   """
-  return batch_sharding(mesh) if num_rows % mesh.size == 0 else replicated(mesh)
+  return batch_sharding(mesh) if num_rows % mesh.shape[DATA] == 0 else replicated(mesh)
 
 
 def global_rows(arrays: Dict[str, np.ndarray], idx: np.ndarray,
@@ -88,15 +130,41 @@ def global_rows(arrays: Dict[str, np.ndarray], idx: np.ndarray,
   return {k: one(np.asarray(a)) for k, a in arrays.items()}
 
 
-def put_replicated(tree: Any, mesh: Mesh) -> Any:
-  """Place a host pytree (identical on every process) on every device of ``mesh``."""
-  sharding = replicated(mesh)
+def run_rows(arrays: Sequence[Dict[str, np.ndarray]], idx: np.ndarray, mesh: Mesh):
+  """``{k: stack_r(arrays[r][k][idx[r]])}``: each run's rows (``idx`` ``[K, B]``) as global
+  ``[K, B, ...]`` arrays, runs over ``'seeds'`` and rows over ``'data'`` (rows replicated when
+  ``B`` does not divide, as :func:`rows_sharding`). Gathered lazily per device shard."""
+  rows = idx.shape[1] % mesh.shape[DATA] == 0
+  sharding = runs_sharding(mesh, rows=rows)
+
+  def one(key):
+    first = np.asarray(arrays[0][key])
+    shape = (len(arrays), idx.shape[1]) + first.shape[1:]
+
+    def shard(index):
+      runs = range(len(arrays))[index[0]]
+      return np.stack([np.asarray(arrays[r][key])[idx[r][index[1]]][(slice(None),) +
+                                                                     tuple(index[2:])]
+                       for r in runs])
+    return jax.make_array_from_callback(shape, sharding, shard)
+
+  return {k: one(k) for k in arrays[0]}
+
+
+def put(tree: Any, sharding: NamedSharding) -> Any:
+  """Place a host pytree (identical on every process) as global arrays laid out by
+  ``sharding`` (each process transfers only its own devices' parts)."""
 
   def one(a):
     a = np.asarray(a)
     return jax.make_array_from_callback(a.shape, sharding, lambda index: a[index])
 
   return jax.tree.map(one, tree)
+
+
+def put_replicated(tree: Any, mesh: Mesh) -> Any:
+  """Place a host pytree (identical on every process) on every device of ``mesh``."""
+  return put(tree, replicated(mesh))
 
 
 def is_primary() -> bool:

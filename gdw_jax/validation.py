@@ -34,8 +34,10 @@ from gdw_jax.options import present as _present
 # continues the run, just not bit-identically.)
 RUNTIME_KEYS = ("progress", "tensorboard", "checkpoint", "checkpoint_every_steps",
                 "keep_checkpoints", "checkpoint_best", "num_devices", "distributed",
-                "coordinator_address", "num_processes", "process_id", "plugins",
-                "stream_workers", "stream_threads", "stream_prefetch")
+                "coordinator_address", "num_processes", "process_id", "data_placement",
+                "steps_per_call", "plugins", "stream_workers", "stream_threads", "stream_prefetch")
+
+DATA_PLACEMENTS = ("auto", "device", "host")
 
 BOOL_KEYS = ("drop_last", "nesterov", "progress", "checkpoint", "checkpoint_best", "tensorboard",
              "noise_on_given_labels",
@@ -169,7 +171,7 @@ def _validate_optimizer_options(config) -> None:
     raise ConfigError(str(e)) from None
   if config.lr_schedule == "cosine_restarts":
     _number(config, "lr_restart_epoch", 0, integer=True)
-    _epoch_switch(config, "lr_restart_epoch", config.lr_restart_epoch)
+    options.before_last_epoch(config, "lr_restart_epoch", config.lr_restart_epoch)
     _number(config, "lr_restart_period", 1, integer=True)
     _number(config, "lr_restart_mult", 1, integer=True)
     _number(config, "lr_min", 0.0)
@@ -306,11 +308,27 @@ def _validate_loss(config) -> None:
     options.before_last_epoch(config, "loss.drw_epoch", s["drw_epoch"])
 
 
+def _validate_seeds(config) -> None:
+  seeds = config.seeds
+  _check(isinstance(seeds, (tuple, list)) and all(
+      isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 0 for s in seeds),
+         f"seeds must be non-negative integers (e.g. --config.seeds=0,1,2), got {seeds!r}")
+  _check(len(set(seeds)) == len(seeds), f"seeds has a repeated seed: {tuple(seeds)}")
+  if seeds and config.checkpoint:
+    _check(config.keep_checkpoints >= 2,
+           "keep_checkpoints must be >= 2 with seeds (a kill between the runs' saves must leave "
+           "a step every run has)")
+
+
 def _validate_run_options(config) -> None:
-  """Devices, multi-host, checkpoints and logging."""
+  """Runs, input path, devices, multi-host, checkpoints and logging."""
+  _present(config, "seeds")
+  _one_of(config, "data_placement", DATA_PLACEMENTS)
+  _number(config, "steps_per_call", 0, integer=True)
   _number(config, "num_devices", 0, integer=True)
   _number(config, "checkpoint_every_steps", 0, integer=True)
   _number(config, "keep_checkpoints", 1, integer=True)
+  _validate_seeds(config)
   if config.tensorboard:
     from gdw_jax import metrics
     reason = metrics.tensorboard_available()
@@ -325,10 +343,20 @@ def _validate_run_options(config) -> None:
                       "unset to auto-detect the cluster)")
 
 
-def build_data(config):
-  """``data.build(config)`` with data errors (missing files, impossible splits) as ConfigError."""
+def build_data(config, source=None):
+  """``data.build(config, source)`` with data errors (missing files, impossible splits) as
+  ConfigError."""
+  return _data_errors(config, lambda: data.build(config, source))
+
+
+def load_source(config):
+  """``config.dataset``'s source (loaded once for several seeds), errors as ConfigError."""
+  return _data_errors(config, lambda: data.sources.load(config.dataset, config))
+
+
+def _data_errors(config, build):
   try:
-    return data.build(config)
+    return build()
   except FileNotFoundError as e:
     name = e.filename or str(e).splitlines()[0]
     raise ConfigError(f"dataset {config.dataset!r}: missing data {name}") from None

@@ -17,12 +17,21 @@ atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 
 # Runs train_and_evaluate on a JSON config override in a fresh interpreter. With KILL_AT set to
 # a global step, the process SIGKILLs itself (no cleanup of any kind) when the loop asks for that
-# step's batch: a hard kill at a known point, after the checkpoints before it were saved.
+# step's batch (the compiled path asks for a chunk's batches before running it): a hard kill at a
+# known point, after the checkpoints before it were committed (saves run in the background; the
+# driver waits for them so that the point is deterministic).
 DRIVER = r"""
 import json, os, signal, sys
 from configs import digits
-from gdw_jax import train
+from gdw_jax import checkpoint, train
 from gdw_jax.data import pipeline
+
+OPEN = []
+real_init = checkpoint.Checkpointer.__init__
+def init(self, *args, **kwargs):
+  real_init(self, *args, **kwargs)
+  OPEN.append(self)
+checkpoint.Checkpointer.__init__ = init
 
 overrides, workdir = json.loads(sys.argv[1]), sys.argv[2]
 kill_at = int(os.environ.get("KILL_AT", "-1"))
@@ -39,6 +48,8 @@ if kill_at >= 0:
   def train_batch_indices(n, batch_size, seed, epoch, step):
     spe = pipeline.steps_per_epoch(n, batch_size, config.drop_last)
     if epoch * spe + step == kill_at:
+      for ckpt in OPEN:
+        ckpt.wait()
       os.kill(os.getpid(), signal.SIGKILL)
     return real(n, batch_size, seed, epoch, step)
   pipeline.train_batch_indices = train_batch_indices
@@ -100,9 +111,13 @@ def read_rows(workdir):
     return [json.loads(line) for line in f]
 
 
-def read_final(workdir):
-  with open(os.path.join(workdir, "final.json")) as f:
+def read_json(path):
+  with open(path) as f:
     return json.load(f)
+
+
+def read_final(workdir):
+  return read_json(os.path.join(workdir, "final.json"))
 
 
 def without_timing(d):

@@ -86,6 +86,37 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path):
   assert np.isfinite(a["state"]["model_state"]["batch_stats"]["BatchNorm_0"]["mean"]).all()
 
 
+def test_sigkill_of_three_seeds_then_resume_is_bit_identical_for_each(tmp_path):
+  """The same kill as above in a launch of seeds 0, 1, 2 (one program): every run resumes from
+  step 14 and ends as the uninterrupted launch's run does."""
+  config = dict(KILL_CONFIG, seeds=[0, 1, 2])
+  full, killed = tmp_path / "full", tmp_path / "killed"
+  procs = [rh.start(config, full), rh.start(config, killed, kill_at=20)]
+  (rc_full, _, err_full), (rc_killed, _, _) = [rh.finish(p) for p in procs]
+  assert rc_full == 0, err_full[-3000:]
+  assert rc_killed == -9
+  for s in range(3):
+    assert checkpoint.steps(str(killed / f"seed_{s}")) == [7, 14]
+  assert not (killed / "summary.json").exists()
+
+  rh.run(config, killed)
+
+  for s in range(3):
+    a, b = full / f"seed_{s}", killed / f"seed_{s}"
+    assert rh.without_timing(rh.read_final(a)) == rh.without_timing(rh.read_final(b))
+    assert [rh.without_timing(r) for r in rh.read_rows(a)] == \
+        [rh.without_timing(r) for r in rh.read_rows(b)]
+    for name in ("sample_weights.npz", "predictions.npz"):
+      x, y = np.load(a / name), np.load(b / name)
+      for k in x:
+        np.testing.assert_array_equal(x[k], y[k], err_msg=f"seed {s} {name}:{k}")
+    assert (a / "method_state.msgpack").read_bytes() == (b / "method_state.msgpack").read_bytes()
+    ca, cb = checkpoint.load(str(a)), checkpoint.load(str(b))
+    _assert_trees_equal(ca["state"], cb["state"])
+  summaries = [rh.read_json(d / "summary.json") for d in (full, killed)]
+  assert summaries[0]["mean"] == summaries[1]["mean"]
+
+
 def test_rerun_of_finished_run_changes_nothing_and_tensorboard(tmp_path):
   config = digits.get_config("method=erm")
   config.num_epochs, config.mlp_hidden, config.progress = 2, (32,), False

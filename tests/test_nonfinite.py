@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from configs import digits
-from gdw_jax import checkpoint, train, validation
+from gdw_jax import checkpoint, loop, train, validation
 from gdw_jax.data import pipeline
 
 
@@ -17,10 +17,10 @@ def test_injected_nan_stops_run_at_its_step(tmp_path, monkeypatch):
   bad_step = 7
   real_build = validation.build_data
 
-  def poisoned(cfg):
-    ds = real_build(cfg)
+  def poisoned(cfg, source=None):
+    ds = real_build(cfg, source)
     k = pipeline.train_batch_indices(ds.num_train, cfg.batch_size, cfg.seed, 0, bad_step)[0]
-    ds.x_train[k] = np.nan  # one image, first seen in step 7
+    ds.x_pool[ds.train_indices[k]] = np.nan  # one image (the trainer reads the pool), step 7
     return ds
 
   monkeypatch.setattr(validation, "build_data", poisoned)
@@ -57,16 +57,31 @@ class _State:
     self.method_state = {"count": jnp.int32(3)}
 
 
+def _block(step, finite):
+  """One step's host outputs as the loop sees them (leading [steps, runs] axes)."""
+  flags = {k: np.asarray(v).reshape(1, -1) for k, v in finite.items()}
+  k = next(iter(flags.values())).shape[1]
+  return loop.Block(range(step, step + 1), np.zeros((1, k, 4), np.int32), {}, None, flags)
+
+
 @pytest.mark.parametrize("w,p,bad", [(1.0, 0.0, []), (np.nan, 0.0, ["weights"]),
                                      (1.0, np.inf, ["params"])])
 def test_flags_name_the_culprit(w, p, bad):
   _, _, _, finite = train.with_finite_check(_fake_step(w, p))(None, None, None)
   assert sorted(k for k, ok in finite.items() if not bool(ok)) == bad
-  guard = train._FiniteGuard(steps_per_epoch=10, ckpt_dir="/ck")
-  guard.push(23, finite)
+  guard = loop.FiniteGuard(steps_per_epoch=10, ckpt_dir="/ck")
   if bad:
     with pytest.raises(train.NonFiniteError, match=rf"non-finite {bad[0]} at step 23 \(epoch 2, "
                                                    r"batch 3\).*no checkpoint was saved"):
-      guard.check()
+      guard.check([_block(23, finite)])
   else:
-    guard.check()
+    guard.check([_block(23, finite)])
+
+
+def test_flags_of_several_runs_name_the_seed():
+  finite = {"train_loss": np.array([True, True, False]), "params": np.array([True, True, True])}
+  guard = loop.FiniteGuard(steps_per_epoch=10, ckpt_dir="/ck", seeds=(4, 5, 6))
+  guard.last_saved = 20
+  with pytest.raises(train.NonFiniteError, match=r"non-finite train_loss at step 23 \(epoch 2, "
+                     r"batch 3\) of the run with seed 6;.*last good checkpoint is step 20"):
+    guard.check([_block(22, {k: np.ones(3, bool) for k in finite}), _block(23, finite)])

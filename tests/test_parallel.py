@@ -1,4 +1,5 @@
-"""Data parallelism: 1 device == 4 devices == 2 hosts x 2 devices, and the batch policy.
+"""Data parallelism: 1 device == 4 devices == 2 hosts x 2 devices, and the batch policy; several
+seeds: 4 seeds on 4 devices (one run each) and 2 seeds on 2 x 2 devices == 4 seeds on 1 device.
 
 Fake CPU devices need XLA_FLAGS before jax starts, so every run here is a subprocess.
 """
@@ -70,6 +71,9 @@ def runs(tmp_path_factory):
       "host0": rh.start(hosts[0], root / "hosts", devices=2),
       "host1": rh.start(hosts[1], root / "hosts", devices=2),
       "bad_batch": rh.start(dict(CONFIG, drop_last=False), root / "bad", devices=4),
+      "seeds_one": rh.start(dict(CONFIG, seeds=[0, 1, 2, 3]), root / "seeds_one", devices=1),
+      "seeds_four": rh.start(dict(CONFIG, seeds=[0, 1, 2, 3]), root / "seeds_four", devices=4),
+      "seeds_2x2": rh.start(dict(CONFIG, seeds=[0, 1]), root / "seeds_2x2", devices=4),
       "probe": rh.python(PROBE, devices=4),
   }
   results = {k: rh.finish(p) for k, p in procs.items()}
@@ -129,6 +133,17 @@ def test_two_hosts_match_one(runs):
   assert rh.without_timing(results["hosts_first_final"]) == \
       rh.without_timing(rh.read_final(root / "hosts"))
   assert checkpoint.steps(str(root / "hosts"))[-1] == 22
+
+
+def test_four_seeds_on_four_devices_match_one_device(runs):
+  root, results = runs
+  for name in ("seeds_one", "seeds_four", "seeds_2x2"):
+    _ok(results, name)
+  for s in range(4):  # mesh (seeds 4, data 1): one run per device
+    one, four = _compare(root / "seeds_one" / f"seed_{s}", root / "seeds_four" / f"seed_{s}")
+    assert (one["num_devices"], four["num_devices"], four["seed"]) == (1, 4, s)
+  for s in range(2):  # mesh (seeds 2, data 2): each run's batch split over two devices
+    _compare(root / "seeds_one" / f"seed_{s}", root / "seeds_2x2" / f"seed_{s}")
 
 
 def test_last_batch_that_does_not_divide_is_an_error(runs):

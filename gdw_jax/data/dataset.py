@@ -47,6 +47,11 @@ class BiasedDataset:
   corruption_matrix: np.ndarray
   augment: Optional[Callable] = None     # (rng, x) -> x on device, train and meta (see sources)
   preprocess: Optional[Callable] = None  # x -> x on device, evaluation
+  # The source's training pool, shared (not copied) by every dataset built from one source:
+  # x_train = x_pool[train_indices], x_meta = x_pool[meta_indices]. Runs of several seeds keep
+  # these images once (gdw_jax/runs.py). None if the dataset was not built from a pool (or its
+  # meta set is not in it).
+  x_pool: Optional[np.ndarray] = None
   ids_train: Optional[np.ndarray] = None  # [n] str id of each training sample
   truth_known: bool = True               # False: y_train_true are the given labels, not truth
   meta_source: str = "split"             # see META_SOURCES
@@ -199,9 +204,10 @@ def _check_meta_classes(config, y_train, y_meta, num_classes: int, names) -> Non
   logging.warning("%s (allow_missing_meta_classes=true)", msg)
 
 
-def build(config) -> BiasedDataset:
-  """Load ``config.dataset`` and apply meta split, noise and imbalance from ``config``."""
-  src = sources.load(config.dataset, config)
+def build(config, source: Optional[sources.Source] = None) -> BiasedDataset:
+  """Load ``config.dataset`` (or use the loaded ``source``) and apply meta split, noise and
+  imbalance from ``config``."""
+  src = sources.load(config.dataset, config) if source is None else source
   n = src.y_pool.shape[0]
   ids = src.ids if src.ids is not None else np.arange(n).astype(str)
   trusted = _trusted_positions(config.trusted_ids, ids) if config.trusted_ids else None
@@ -237,7 +243,8 @@ def build(config) -> BiasedDataset:
       x_train=src.x_pool[train_idx], y_train=c.noisy_labels, y_train_true=c.true_labels,
       train_indices=train_idx, x_meta=x_meta, y_meta=y_meta, meta_indices=meta_idx,
       x_test=src.x_test, y_test=src.y_test, corruption_matrix=c.matrix, augment=src.augment,
-      preprocess=src.preprocess, ids_train=None if src.ids is None else src.ids[train_idx],
+      preprocess=src.preprocess, x_pool=src.x_pool if src.x_meta is None else None,
+      ids_train=None if src.ids is None else src.ids[train_idx],
       truth_known=src.truth_known, meta_source=plan, class_names=src.class_names,
       source_info=src.info, extra_tests=src.extra_tests)
   for note in (NOT_CLEAN, NO_TEST):  # said at the start of the run, and in report.md

@@ -1,0 +1,747 @@
+"""The training loop of a launch (one run, or several seeds as one program).
+
+The loop runs over the global step in *segments*: the steps between two host events (an epoch
+start or end, a checkpoint, or a call-length limit)::
+
+    restore the latest step every run saved (or start at 0)
+    for each segment [a, b):
+      at an epoch start: each run's meta set (method hooks), per-epoch records reset
+      run steps a..b-1 on the device      # DeviceInputs (compiled chunks) or HostInputs
+      one host sync: every step's metrics, weights and finite flags
+      at an epoch end: evaluate, one metrics row per run
+      save when due                       # Trainer.save, the one save function
+      stop if requested                   # Trainer.stop_requested (issue 14: preemption)
+    end-of-run files per run (+ the seeds' summary)
+
+The batch of step ``t`` is a pure function of ``(seed, epoch, step)`` and the state comes from
+the latest checkpoint, so a launch can start anywhere. Two batch providers feed the same loop:
+:class:`DeviceInputs` keeps the images on the device and runs a chunk of steps per call
+(:func:`gdw_jax.steps.make_chunk_fn`); :class:`HostInputs` gathers each step's batch on the host
+(data that stream). Both give bit-identical results on CPU.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import time
+from collections import defaultdict
+from typing import Any, Dict, List, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import multihost_utils
+from tqdm.auto import tqdm
+
+from gdw_jax import checkpoint, fileio, metrics, parallel, train
+from gdw_jax import runs as runs_lib
+from gdw_jax import steps as steps_lib
+from gdw_jax.data import pipeline
+from gdw_jax.validation import ConfigError
+
+clock = time.perf_counter  # the loop's clock (a test may replace it)
+SECONDS_PER_CALL = 2.0     # steps_per_call=0: calls of about this long (and at most an epoch)
+
+
+# ---------------------------------------------------------------------------------------------
+# Where the time goes
+
+
+class _CompileTime:
+  """Seconds JAX spends tracing, lowering and compiling (its own monitoring events). Nested
+  traces (a jitted function inside another) are counted once."""
+
+  EVENTS = ("/jax/core/compile/jaxpr_trace_duration",
+            "/jax/core/compile/jaxpr_to_mlir_module_duration",
+            "/jax/core/compile/backend_compile_duration")
+
+  def __init__(self):
+    self.total = 0.0
+    self._traces: List[tuple] = []  # (start, end) of the outermost traces seen recently
+
+  def __call__(self, event: str, duration: float, **kwargs) -> None:
+    del kwargs
+    if event not in self.EVENTS:
+      return
+    end = clock()
+    if event == self.EVENTS[0]:
+      start = end - duration
+      inner = [t for t in self._traces if t[0] >= start]
+      self._traces = [t for t in self._traces if t[0] < start][-32:] + [(start, end)]
+      duration -= sum(e - s for s, e in inner)
+    self.total += duration
+
+
+COMPILE_TIME = _CompileTime()
+jax.monitoring.register_event_duration_secs_listener(COMPILE_TIME)
+
+
+class Timers:
+  """A launch's wall time by kind: ``compile`` (every jit compile, wherever it happens), and
+  ``steps``, ``eval``, ``hooks``, ``checkpoint``, ``report`` without the compiles inside them."""
+
+  KINDS = ("compile", "steps", "eval", "hooks", "checkpoint", "report")
+
+  def __init__(self):
+    self.start, self.compile_start = clock(), COMPILE_TIME.total
+    self.seconds: Dict[str, float] = defaultdict(float)
+
+  @contextlib.contextmanager
+  def __call__(self, kind: str):
+    """Time the block as ``kind``; yields a dict whose ``'s'`` is the block's seconds."""
+    t, c, out = clock(), COMPILE_TIME.total, {}
+    try:
+      yield out
+    finally:
+      out["s"] = (clock() - t) - (COMPILE_TIME.total - c)
+      self.seconds[kind] += out["s"]
+
+  def split(self) -> Dict[str, float]:
+    out = {k: self.seconds[k] for k in self.KINDS}
+    out["compile"] = COMPILE_TIME.total - self.compile_start
+    out["total"] = clock() - self.start
+    out["other"] = out["total"] - sum(out[k] for k in self.KINDS)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Steps' outputs on the host, and the finite check
+
+
+class Block(NamedTuple):
+  """Consecutive steps' outputs on the host, every array with leading ``[T, K]`` axes."""
+  steps: range
+  idx: np.ndarray         # [T, K, B] training positions
+  metrics: Dict[str, np.ndarray]
+  weights: np.ndarray     # [T, K, B, k]
+  finite: Dict[str, np.ndarray]
+
+
+class FiniteGuard:
+  """Stops the launch at the first step whose metrics, weights or new state are not finite;
+  the flags come back with the steps' other outputs, so this costs no extra sync."""
+
+  def __init__(self, steps_per_epoch: int, ckpt_dir: Optional[str], seeds=None):
+    self.spe, self.ckpt_dir, self.seeds = steps_per_epoch, ckpt_dir, seeds
+    self.last_saved: Optional[int] = None
+
+  def check(self, blocks: List[Block]) -> None:
+    for b in blocks:
+      if all(np.all(v) for v in b.finite.values()):
+        continue
+      for t, step in enumerate(b.steps):
+        for k in range(b.idx.shape[1]):
+          bad = [key for key, ok in b.finite.items() if not ok[t, k]]
+          if bad:
+            self._fail(step, bad, k)
+
+  def _fail(self, step: int, bad: List[str], k: int) -> None:
+    epoch, s = divmod(step, self.spe)
+    where = (f"the last good checkpoint is step {self.last_saved} in {self.ckpt_dir}"
+             if self.last_saved is not None else "no checkpoint was saved")
+    run = f" of the run with seed {self.seeds[k]}" if self.seeds else ""
+    raise train.NonFiniteError(
+        f"non-finite {', '.join(bad)} at step {step} (epoch {epoch}, batch {s}){run}; run "
+        f"stopped without saving, {where} (lower the learning rate or check the data)")
+
+
+# ---------------------------------------------------------------------------------------------
+# Batch providers
+
+
+class _Inputs:
+  """A batch provider: what the loop asks of one, and what both built-in ones share.
+
+  ``set_meta(rows, labels, batch_size)``: the runs' current meta sets (store rows, labels);
+  ``run(state, steps) -> (state, pending)``: dispatch the steps (nothing waits on the device);
+  ``fetch(pending) -> [Block]``: the steps' outputs on the host (the one sync). Each step's
+  batch positions are a pure function of ``(seed, epoch, step)`` (:meth:`indices`); a streaming
+  provider reads the same positions from its own loader.
+  """
+
+  def __init__(self, runs: runs_lib.Runs, step_fn):
+    self.runs, self.step_fn = runs, step_fn
+    self._jitted: Dict[Any, Any] = {}
+    self.meta_n = self.meta_bs = 0
+
+  def set_meta(self, rows: np.ndarray, labels: np.ndarray, batch_size: int) -> None:
+    self.meta_n, self.meta_bs = rows.shape[1], batch_size
+
+  def indices(self, step: int):
+    """``([K, B], [K, B_meta] or None)``: every run's training and meta batch positions."""
+    r, c = self.runs, self.runs.config
+    epoch, s = divmod(step, r.steps_per_epoch)
+    idx = np.stack([pipeline.train_batch_indices(r.info.num_train, c.batch_size, seed, epoch, s)
+                    for seed in r.seeds]).astype(np.int32)
+    if not r.method.uses_meta:
+      return idx, None
+    midx = np.stack([pipeline.meta_batch_indices(self.meta_n, self.meta_bs, seed, epoch, s)
+                     for seed in r.seeds]).astype(np.int32)
+    return idx, midx
+
+  def signature(self, step: int):
+    """Steps with the same signature share a compiled program."""
+    r = self.runs
+    s = step % r.steps_per_epoch
+    return (r.phase(step),
+            runs_lib.batch_size_of_step(r.info.num_train, r.config.batch_size, s),
+            runs_lib.meta_batch_size_of_step(self.meta_n, self.meta_bs, s)
+            if r.method.uses_meta else 0)
+
+  def _blocks(self, steps: range, max_len: int):
+    """``steps`` cut into runs of one signature, at most ``max_len`` long."""
+    out, start = [], steps.start
+    for t in range(steps.start + 1, steps.stop + 1):
+      if (t == steps.stop or t - start == max_len
+          or self.signature(t) != self.signature(start)):
+        out.append(range(start, t))
+        start = t
+    return out
+
+  @staticmethod
+  def _with_runs_axis(tree, batched: bool, axis: int):
+    """One run's outputs with the runs axis (of size 1) the loop expects at ``axis``."""
+    return tree if batched else jax.tree.map(lambda a: np.expand_dims(a, axis), tree)
+
+
+class HostInputs(_Inputs):
+  """Each step's batches gathered on the host and sent to the device (the per-step path: data
+  that do not fit on the device, or that stream)."""
+
+  name = "host"
+
+  def __init__(self, runs, step_fn):
+    super().__init__(runs, step_fn)
+    st = runs.store
+    n = st.labels.shape[1]
+    self.labels = [{"y": st.labels[k], "y_true": st.true_labels[k],
+                    "index": np.arange(n, dtype=np.int32)} for k in range(runs.num_runs)]
+    self.meta_rows = self.meta_labels = None
+
+  def set_meta(self, rows, labels, batch_size):
+    super().set_meta(rows, labels, batch_size)
+    self.meta_rows, self.meta_labels = rows, labels
+
+  def run(self, state, steps: range):
+    pending = []
+    for t in steps:
+      idx, midx = self.indices(t)
+      batch, meta = self._batches(idx, midx)
+      phase = self.runs.phase(t)
+      if phase not in self._jitted:
+        self._jitted[phase] = steps_lib.jit_host_step(self.step_fn, phase, self.runs.mesh)
+      state, *outs = self._jitted[phase](state, batch, meta)
+      pending.append((range(t, t + 1), idx, tuple(outs)))
+    return state, pending
+
+  def _batches(self, idx, midx):
+    """The step's batches as global arrays: images gathered from the store's rows."""
+    r, images = self.runs, {"x": self.runs.store.images}
+    rows = np.stack([r.store.train_rows[k][idx[k]] for k in range(r.num_runs)])
+    meta_rows = None if midx is None else np.stack(
+        [self.meta_rows[k][midx[k]] for k in range(r.num_runs)])
+    meta_labels = [{"y": y} for y in (self.meta_labels if midx is not None else [])]
+    if not r.batched:  # exactly the rows the single-run loop always sent
+      sharding = parallel.batch_sharding(r.mesh)
+      batch = {**parallel.global_rows(images, rows[0], sharding),
+               **parallel.global_rows(self.labels[0], idx[0], sharding)}
+      meta = None if midx is None else {**parallel.global_rows(images, meta_rows[0], mesh=r.mesh),
+                                        **parallel.global_rows(meta_labels[0], midx[0],
+                                                               mesh=r.mesh)}
+      return batch, meta
+    every = [images] * r.num_runs
+    batch = {**parallel.run_rows(every, rows, r.mesh),
+             **parallel.run_rows(self.labels, idx, r.mesh)}
+    meta = None if midx is None else {**parallel.run_rows(every, meta_rows, r.mesh),
+                                      **parallel.run_rows(meta_labels, midx, r.mesh)}
+    return batch, meta
+
+  def fetch(self, pending) -> List[Block]:
+    out = []
+    for steps, idx, (m, w, f) in jax.device_get(pending):
+      m, w, f = self._with_runs_axis((m, w, f), self.runs.batched, 0)
+      out.append(Block(steps, idx[None], jax.tree.map(lambda a: a[None], m), w[None],
+                       jax.tree.map(lambda a: a[None], f)))
+    return out
+
+
+class DeviceInputs(_Inputs):
+  """The images on the device once; per call, a chunk's batch positions (compiled epochs)."""
+
+  name = "device"
+
+  def __init__(self, runs, step_fn, max_steps: int):
+    super().__init__(runs, step_fn)
+    self.max_steps = max_steps
+    st, mesh, batched = runs.store, runs.mesh, runs.batched
+    per_run = parallel.state_sharding(mesh)
+    self.data = {"images": parallel.put(st.images, parallel.replicated(mesh))}
+    for key, value in (("train_rows", st.train_rows), ("labels", st.labels),
+                       ("true_labels", st.true_labels)):
+      self.data[key] = parallel.put(value if batched else value[0], per_run)
+
+  def set_meta(self, rows, labels, batch_size):
+    super().set_meta(rows, labels, batch_size)
+    batched, per_run = self.runs.batched, parallel.state_sharding(self.runs.mesh)
+    self.data["meta_rows"] = parallel.put(rows if batched else rows[0], per_run)
+    self.data["meta_labels"] = parallel.put(labels if batched else labels[0], per_run)
+
+  def run(self, state, steps: range):
+    pending = []
+    for block in self._blocks(steps, self.max_steps):
+      idx, midx = zip(*[self.indices(t) for t in block])
+      plan = {"idx": self._plan(np.stack(idx)),
+              "meta_idx": None if midx[0] is None else self._plan(np.stack(midx))}
+      state, outs = self._fn(block.start)(state, self.data, plan, np.int32(len(block)))
+      pending.append((block, np.stack(idx), outs))
+    return state, pending
+
+  def _fn(self, step: int):
+    phase = self.runs.phase(step)
+    if phase not in self._jitted:
+      self._jitted[phase] = steps_lib.jit_chunk_fn(self.step_fn, phase, self.max_steps,
+                                                   self.runs.batched, self.runs.mesh)
+    return self._jitted[phase]
+
+  def _plan(self, idx: np.ndarray):
+    """``[T, K, B]`` positions -> ``[max_steps, (K,) B]`` on the device (rows past T: 0),
+    each step's rows split over ``'data'`` when they divide, like the host path's batches."""
+    r = self.runs
+    padded = np.zeros((self.max_steps,) + idx.shape[1:], np.int32)
+    padded[:len(idx)] = idx
+    if not r.batched:
+      padded = padded[:, 0]
+    split = idx.shape[-1] % r.mesh.shape[parallel.DATA] == 0
+    axes = ((parallel.SEEDS,) if r.batched else ()) + ((parallel.DATA,) if split else ())
+    return parallel.put(padded, jax.sharding.NamedSharding(
+        r.mesh, jax.sharding.PartitionSpec(None, *axes)))
+
+  def fetch(self, pending) -> List[Block]:
+    out = []
+    for steps, idx, outs in jax.device_get(pending):
+      m, w, f = jax.tree.map(lambda a: a[:len(steps)], outs)
+      m, w, f = self._with_runs_axis((m, w, f), self.runs.batched, 1)
+      out.append(Block(steps, idx, m, w, f))
+    return out
+
+
+def choose_inputs(runs: runs_lib.Runs, step_fn):
+  """``data_placement``: device (compiled chunks) when the images fit, else host (per step)."""
+  c = runs.config
+  placement = c.data_placement
+  if placement == "auto":
+    placement = "device" if _fits_on_device(runs.store.images.nbytes) else "host"
+  if placement == "host":
+    return HostInputs(runs, step_fn)
+  return DeviceInputs(runs, step_fn, min(c.steps_per_call or runs.steps_per_epoch,
+                                         runs.steps_per_epoch))
+
+
+def _fits_on_device(nbytes: int) -> bool:
+  """A quarter of the device's memory where it says (GPU, TPU); 4 GiB otherwise (CPU)."""
+  stats = jax.local_devices()[0].memory_stats() or {}
+  limit = stats.get("bytes_limit")
+  return nbytes <= (limit / 4 if limit else 4 * 2**30)
+
+
+# ---------------------------------------------------------------------------------------------
+# The train state, and each run's records
+
+
+def initial_state(runs: runs_lib.Runs):
+  """Every run's state from its own seed (as if alone), stacked along a runs axis for K > 1,
+  placed on the mesh (replicated, or split along the runs axis)."""
+  states = []
+  for k, seed in enumerate(runs.seeds):
+    sample = runs.store.train_images(k)[:2]
+    ds = runs.datasets[k]
+    sample = ds.preprocess(sample) if ds.preprocess else sample
+    c = runs.configs[k]
+    state = train.create_train_state(jax.random.PRNGKey(seed), runs.model, runs.methods[k],
+                                     runs.tx, sample, c.init_from, c.model)
+    states.append(jax.device_get(state))
+  state = jax.tree.map(lambda *a: np.stack(a), *states) if runs.batched else states[0]
+  return parallel.put(state, parallel.state_sharding(runs.mesh))
+
+
+class RunLog:
+  """One run's records: the host-side recorder, its metrics writer and checkpoints."""
+
+  def __init__(self, runs: runs_lib.Runs, k: int, names, weight_dim: int):
+    c, ds = runs.configs[k], runs.datasets[k]
+    self.workdir, self.config, self.ds = runs.workdirs[k], c, ds
+    self.recorder = metrics.Recorder(names, c.num_epochs, ds.y_train, ds.noise_mask, weight_dim)
+    self.ckpt = (checkpoint.Checkpointer(self.workdir, c.keep_checkpoints, c.checkpoint_best)
+                 if c.checkpoint else None)
+    self.writer: Optional[metrics.Writer] = None
+    self.best = -np.inf
+    self.test: Optional[Dict[str, Any]] = None  # the last evaluation
+
+  def open_writer(self) -> None:
+    self.writer = metrics.Writer(self.workdir, self.recorder.history, self.config.tensorboard,
+                                 enabled=parallel.is_primary())
+    self.best = max([r["test_acc"] for r in self.recorder.history if r["test_acc"] is not None],
+                    default=-np.inf)
+
+  def close(self) -> None:
+    if self.writer is not None:
+      self.writer.close()
+    if self.ckpt is not None:
+      self.ckpt.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+
+
+class Trainer:
+  """One launch, from its inputs (:class:`gdw_jax.runs.Runs`) to its files."""
+
+  def __init__(self, runs: runs_lib.Runs):
+    """Everything is checked before the first file is written; then resume if possible."""
+    self.runs = runs
+    self.timers = Timers()
+    self.state = initial_state(runs)
+    self.step_fn = steps_lib.RunsStep([train.with_finite_check(train.make_train_step(
+        runs.model, m, runs.tx, runs.schedule, hypergrad=runs.config.hypergrad,
+        augment=runs.datasets[0].augment)) for m in _distinct(runs.methods)], runs.batched)
+    self._make_eval_fns()
+    self.metasets = runs_lib.MetaSets(runs)
+    self._first_meta_sets()
+    self.inputs = choose_inputs(runs, self.step_fn)
+    self.inputs.set_meta(*self.metasets.rows_and_labels(), self.metasets.batch_size)
+    names, weight_dim = self._probe_step()
+    runs_lib.write_start_files(runs)  # the first file written: everything above validated
+    self.logs = [RunLog(runs, k, names, weight_dim) for k in range(runs.num_runs)]
+    self.start = self._restore()
+    self._open_records()
+
+  def _first_meta_sets(self) -> None:
+    """Epoch 0's method-picked meta sets, where the shapes need them before training (no
+    held-out set) or the seeds must agree on their size; recomputed when epoch 0 starts."""
+    r = self.runs
+    no_held_out = not r.store.meta_rows.shape[1]
+    if self.metasets.has_hook and (r.batched or (r.method.uses_meta and no_held_out)):
+      with self.timers("hooks"):
+        self.metasets.start_epoch(0, self.state, self._train_losses)
+    runs_lib.check_meta_sets_fit(self.metasets)
+
+  def _probe_step(self):
+    """The step's metric names and weights' width; the state in the step's dtypes; the runs'
+    steps checked to be one program."""
+    batch, meta = self._probe_batches()
+    names, weight_dim, state_shapes = self._output_shapes(batch, meta)
+    # The state enters the loop with the dtypes the step gives it (a float64 run's BN statistics
+    # start as float32; a chunk's loop carry must keep one type). Exact: only widens.
+    self.state = jax.tree.map(lambda a, s: a.astype(s.dtype) if a.dtype != s.dtype else a,
+                              self.state, state_shapes)
+    self._check_one_program(batch, meta)
+    return names, weight_dim
+
+  def _open_records(self) -> None:
+    """Metrics writers (rewritten from the restored rows), the finite guard, the clocks."""
+    r = self.runs
+    for log in self.logs:
+      log.open_writer()
+    first = self.logs[0].ckpt
+    self.guard = FiniteGuard(r.steps_per_epoch, first.dir if first else None,
+                             r.seeds if r.batched else None)
+    self.guard.last_saved = self.start or None
+    self.t0 = self.epoch_t0 = clock()
+    self.limit = r.config.steps_per_call or r.steps_per_epoch
+
+  def _make_eval_fns(self):
+    r, c = self.runs, self.runs.config
+    pre = r.datasets[0].preprocess
+    self.evaluate = train.make_eval_fn(r.model, c.eval_batch_size, r.mesh, pre, runs=r.batched)
+    # one run's model on its own (a method's epoch_start hook); one run: the launch's own eval
+    self.evaluate_one = (self.evaluate if not r.batched else
+                         train.make_eval_fn(r.model, c.eval_batch_size, None, pre))
+    ds = r.datasets[0]
+    self.x_test = ds.x_test if ds.x_test.dtype == np.uint8 else ds.x_test.astype(r.dtype)
+
+  def _evaluate_test(self) -> List[Dict[str, Any]]:
+    """Every run's test evaluation (``acc`` None when the data has no test set)."""
+    r = self.runs
+    if not r.datasets[0].has_test:
+      return [{"acc": None, "loss": None, "pred": np.zeros(0, np.int64)}] * r.num_runs
+    tests = self.evaluate(self.state.params, self.state.model_state, self.x_test,
+                          r.datasets[0].y_test)
+    return tests if r.batched else [tests]
+
+  def _train_eval(self, k: int) -> Dict[str, Any]:
+    """Run ``k``'s final model on its training set (the losses ``label_issues.csv`` ranks by)."""
+    r = self.runs
+    params, model_state = (runs_lib.run_slice(t, k, r.batched)
+                           for t in (self.state.params, self.state.model_state))
+    with self.timers("eval"):
+      return self.evaluate_one(params, model_state, r.store.train_images(k), r.store.labels[k])
+
+  def _train_losses(self, k: int, params, model_state) -> np.ndarray:
+    r = self.runs
+    with self.timers("eval"):
+      return self.evaluate_one(params, model_state, r.store.train_images(k),
+                               r.store.labels[k])["ce"]
+
+  def _probe_batches(self):
+    """Run 0's batches of step 0, on the host (shapes and dtypes for the probes below)."""
+    st = self.runs.store
+    idx, midx = self.inputs.indices(0)
+    batch = {"x": st.images[st.train_rows[0][idx[0]]], "y": st.labels[0][idx[0]],
+             "y_true": st.true_labels[0][idx[0]], "index": idx[0]}
+    meta = None
+    if midx is not None:
+      rows, labels = self.metasets.rows_and_labels()
+      meta = {"x": st.images[rows[0][midx[0]]], "y": labels[0][midx[0]]}
+    return jax.tree.map(jnp.asarray, (batch, meta))
+
+  def _output_shapes(self, batch, meta):
+    """The step's metric names, the weights' width and the new state's shapes (run 0's step)."""
+    r = self.runs
+    state = jax.eval_shape(lambda s: runs_lib.run_slice(s, 0, r.batched), self.state)
+    shapes = jax.eval_shape(functools.partial(self.step_fn.run_steps[0], phase=r.phase(0)),
+                            state, batch, meta)
+    state_shapes = jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct((r.num_runs,) + a.shape if r.batched else a.shape,
+                                       a.dtype), shapes[0])
+    return sorted(shapes[1]), shapes[2].shape[1], state_shapes
+
+  def _check_one_program(self, batch, meta) -> None:
+    """Runs whose methods were built from different data: their steps must be one program up
+    to constants (steps.RunsStep), checked before anything is written."""
+    r = self.runs
+    if len(self.step_fn.run_steps) == 1:
+      return
+    stacked = jax.tree.map(lambda a: jax.ShapeDtypeStruct((r.num_runs,) + a.shape, a.dtype),
+                           (batch, meta))
+    try:
+      jax.eval_shape(functools.partial(self.step_fn, phase=r.phase(0)), self.state, *stacked)
+    except ValueError as e:
+      raise ConfigError(f"seeds: method {r.config.method}: {e}") from None
+
+  # -- resume --------------------------------------------------------------------------------
+
+  def _restore(self) -> int:
+    """Continue from the latest step every run saved (0: a fresh start)."""
+    r = self.runs
+    if self.logs[0].ckpt is None:
+      return 0
+    common = set.intersection(*[set(log.ckpt.all_steps()) for log in self.logs])
+    if not common:
+      return 0
+    step = max(common)
+    restored = []
+    for k, log in enumerate(self.logs):
+      target = self.state if not r.batched else _single_device_target(self.state)
+      loop_target, _ = log.recorder.state_dict(0.0, 0.0)
+      state, arrays, meta = log.ckpt.restore(target, loop_target, step=step)
+      log.recorder.load_state_dict(arrays, meta)
+      self.metasets.picked[k] = log.recorder.meta_picked
+      restored.append(state)
+    if r.batched:
+      self.state = parallel.put(jax.tree.map(lambda *a: np.stack(a), *jax.device_get(restored)),
+                                parallel.state_sharding(r.mesh))
+    else:
+      self.state = restored[0]
+    if step % r.steps_per_epoch and self.metasets.has_hook:  # mid-epoch: that epoch's meta set
+      self.inputs.set_meta(*self.metasets.rows_and_labels(), self.metasets.batch_size)
+    return int(step)
+
+  # -- the loop ------------------------------------------------------------------------------
+
+  def train(self) -> None:
+    """Train from :attr:`start` to the last step (see the module docstring)."""
+    r = self.runs
+    total, spe = r.total_steps, r.steps_per_epoch
+    bar = tqdm(total=total, initial=self.start, unit="step", dynamic_ncols=True,
+               disable=not r.config.progress or not parallel.is_primary())
+    step = self.start
+    try:
+      while step < total:
+        epoch = step // spe
+        if step % spe == 0:
+          self._start_epoch(epoch)
+        stop = self._segment_end(step)
+        self._run_segment(step, stop)
+        bar.update(stop - step)
+        step = stop
+        test_accs = self._end_epoch(epoch) if step % spe == 0 else None
+        self._show(bar, epoch)
+        if self._save_due(step, self._new_best(test_accs)):
+          self.save(step, test_accs)
+        if self.stop_requested():
+          break
+    finally:
+      bar.close()
+      for log in self.logs:
+        log.close()
+
+  def stop_requested(self) -> bool:
+    """Checked between segments, after any save. Issue 14 (preemption) sets it from a
+    SIGTERM/SIGINT handler: then save the current step, write the metrics and exit
+    128 + signal."""
+    return False
+
+  def _segment_end(self, step: int) -> int:
+    """The next host event after ``step``: an epoch end, a checkpoint step, the last step, or
+    the call-length limit."""
+    c, spe = self.runs.config, self.runs.steps_per_epoch
+    ends = [(step // spe + 1) * spe, self.runs.total_steps, step + self.limit]
+    if c.checkpoint and c.checkpoint_every_steps:
+      every = c.checkpoint_every_steps
+      ends.append((step // every + 1) * every)
+    return min(ends)
+
+  def _run_segment(self, start: int, stop: int) -> None:
+    """Steps ``start..stop-1`` on the device, then one host sync for all their outputs."""
+    epoch = start // self.runs.steps_per_epoch
+    with self.timers("steps") as took:
+      self.state, pending = self.inputs.run(self.state, range(start, stop))
+      blocks = self.inputs.fetch(pending)
+    self.guard.check(blocks)
+    for b in blocks:
+      for k, log in enumerate(self.logs):
+        for t in range(len(b.steps)):
+          log.recorder.add(epoch, b.idx[t, k], {n: v[t, k] for n, v in b.metrics.items()},
+                           b.weights[t, k])
+    self.last_loss = float(np.mean(blocks[-1].metrics["train_loss"][-1]))
+    self._adapt_limit(stop - start, took["s"])
+
+  def _adapt_limit(self, n: int, seconds: float) -> None:
+    """``steps_per_call=0``: aim for calls of about :data:`SECONDS_PER_CALL` (a live progress
+    bar when steps are slow), at most an epoch."""
+    if self.runs.config.steps_per_call:
+      return
+    if jax.process_count() > 1:  # every process must cut the same segments: process 0 decides
+      seconds = float(multihost_utils.broadcast_one_to_all(np.float32(seconds)))
+    if seconds > 0:
+      limit = round(n * SECONDS_PER_CALL / seconds)
+      self.limit = int(np.clip(limit, 1, self.runs.steps_per_epoch))
+
+  def _start_epoch(self, epoch: int) -> None:
+    for log in self.logs:
+      log.recorder.start_epoch()
+    self.epoch_t0 = clock()
+    if self.metasets.has_hook:
+      with self.timers("hooks"):
+        self.metasets.start_epoch(epoch, self.state, self._train_losses)
+      self.metasets.check()
+      self.inputs.set_meta(*self.metasets.rows_and_labels(), self.metasets.batch_size)
+    for k, log in enumerate(self.logs):
+      log.recorder.meta_picked = self.metasets.picked[k]
+
+  def _end_epoch(self, epoch: int) -> List[float]:
+    """Evaluate every run; write its metrics row. Returns the runs' test accuracies."""
+    r = self.runs
+    with self.timers("eval"):
+      tests = self._evaluate_test()
+    done = (epoch + 1) * r.steps_per_epoch
+    for log, test, picked in zip(self.logs, tests, self.metasets.picked):
+      log.test = test
+      row = log.recorder.end_epoch(epoch, done, test, self.elapsed(), clock() - self.epoch_t0,
+                                   r.steps_per_epoch)
+      if picked is not None:  # how clean the method's own meta set is (analysis)
+        row["meta_set_size"] = int(len(picked))
+        row["meta_set_noisy_frac"] = float(log.ds.noise_mask[picked].mean()) if len(
+            picked) else None
+      log.writer.write(row)
+    return [t["acc"] for t in tests]
+
+  def _new_best(self, test_accs) -> bool:
+    """Whether any run's test accuracy is a new best (all runs then save: one common step)."""
+    if test_accs is None or test_accs[0] is None:  # not an epoch end, or no test set
+      return False
+    new = any(a > log.best for a, log in zip(test_accs, self.logs))
+    for a, log in zip(test_accs, self.logs):
+      log.best = max(log.best, a)
+    return new
+
+  def _save_due(self, done: int, new_best: bool) -> bool:
+    c = self.runs.config
+    if not c.checkpoint:
+      return False
+    return (done == self.runs.total_steps
+            or (c.checkpoint_every_steps and done % c.checkpoint_every_steps == 0)
+            or (new_best and c.checkpoint_best))
+
+  def _show(self, bar, epoch: int) -> None:
+    tests = [log.test["acc"] for log in self.logs
+             if log.test is not None and log.test["acc"] is not None]
+    bar.set_postfix(epoch=f"{epoch + 1}/{self.runs.config.num_epochs}",
+                    loss=f"{self.last_loss:.3f}",
+                    test_acc=f"{np.mean(tests):.2f}" if tests else "-")
+
+  def elapsed(self) -> float:
+    """The launch's wall time so far, over every session."""
+    return self.logs[0].recorder.elapsed_before + clock() - self.t0
+
+  def save(self, done: int, test_accs: Optional[List[float]] = None) -> None:
+    """The one save: every run's state and records at step ``done``, in the background.
+
+    Every run's previous save is committed before any run starts this one, so a kill at any
+    moment leaves a step that every run has (:meth:`_restore`)."""
+    r = self.runs
+    with self.timers("checkpoint"):
+      for log in self.logs:
+        log.ckpt.wait()
+      in_epoch = clock() - self.epoch_t0
+      for k, log in enumerate(self.logs):
+        arrays, meta = log.recorder.state_dict(self.elapsed(), in_epoch)
+        meta.update(epoch=done // r.steps_per_epoch, step_in_epoch=done % r.steps_per_epoch)
+        log.ckpt.save(done, runs_lib.run_slice(self.state, k, r.batched), arrays, meta,
+                      None if test_accs is None else test_accs[k])
+    self.guard.last_saved = done
+
+  # -- the end -------------------------------------------------------------------------------
+
+  def finish(self) -> Dict[str, Any]:
+    """Every run's end-of-run files; for seeds also the summary. Returns the final dict (one
+    run) or the summary (seeds)."""
+    r = self.runs
+    if self.logs[0].test is None:  # resumed from the final checkpoint: nothing left to train
+      for log, test in zip(self.logs, self._evaluate_test()):
+        log.test = test
+    method_states = jax.device_get(self.state.method_state)
+    steps_done = np.asarray(jax.device_get(self.state.step)).reshape(-1)
+    finals = []
+    for k, log in enumerate(self.logs):
+      final = runs_lib.final_summary(log.config, log.ds, log.recorder.history,
+                                     int(steps_done[k]), r.mesh.size, self.elapsed())
+      final["label_score"] = r.methods[k].label_score  # how label_issues.csv ranks
+      finals.append(final)
+      train_eval = self._train_eval(k)  # every process takes part (the mesh's collectives)
+      if parallel.is_primary():
+        runs_lib.write_end_files(log.workdir, log.ds, log.recorder, log.test,
+                                 runs_lib.run_slice(method_states, k, r.batched), final,
+                                 train_eval, log.config.label_score_epochs)
+    if parallel.is_primary() and r.config.report:
+      with self.timers("report"):
+        runs_lib.write_reports(r.workdirs)
+    out = finals[0]
+    if r.per_seed_dirs:
+      out = runs_lib.summarize(r.seeds, finals)
+      if parallel.is_primary():
+        runs_lib.write_summary(r.workdir, out)
+    if parallel.is_primary():
+      self._write_timing()
+    return out
+
+  def _write_timing(self) -> None:
+    """``timing.json``: where this session's wall time went, and how the steps were fed."""
+    split = self.timers.split()
+    fileio.write_json(os.path.join(self.runs.workdir, "timing.json"), {
+        "seconds": split, "inputs": self.inputs.name, "num_runs": self.runs.num_runs,
+        "steps_this_session": self.runs.total_steps - self.start,
+        "backend": jax.default_backend()})
+
+
+def _distinct(methods):
+  """The runs' methods, once when they are one function (runs.Runs.same_method)."""
+  return methods[:1] if all(m is methods[0] for m in methods) else methods
+
+
+def _single_device_target(state):
+  """Run 0's part of a runs-axis state as restore targets on this process's first device."""
+  here = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype, sharding=here), state)
