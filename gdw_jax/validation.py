@@ -232,6 +232,9 @@ def validate_input_pipeline(config) -> None:
          f"input_pipeline=stream reads image files or tfds records; dataset={config.dataset} "
          f"is held in memory (streamable: {', '.join(STREAM_SOURCES)})")
   _number(config, "image_size", 1, integer=True)
+  _check(config.data_placement != "device", "data_placement=device keeps the images on the "
+                                            "device; input_pipeline=stream decodes each "
+                                            "step's batch on the host (use auto or host)")
   _check(config.image_crop_pad == 0, "image_crop_pad is the in-memory path's crop; with "
                                      "input_pipeline=stream use image_resize and "
                                      "image_train_crop")

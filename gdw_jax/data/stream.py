@@ -261,6 +261,12 @@ class StreamBatches:
     finally:
       _close(it)
 
+  def decode(self, table: ImageTable) -> np.ndarray:
+    """Every row of a small ``table`` with the evaluation transform, in this process."""
+    out = EvalBatch(table, len(table), self.eval_transform, self.skip_bad)(0)
+    self._note_bad(out["bad"])
+    return out["x"]
+
   def _note_bad(self, bad) -> None:
     for entry in bad:
       name, why = str(entry).split("\t", 1)
