@@ -6,7 +6,7 @@ start or end, a checkpoint, or a call-length limit)::
     restore the latest step every run saved (or start at 0)
     for each segment [a, b):
       at an epoch start: each run's meta set (method hooks), per-epoch records reset
-      run steps a..b-1 on the device      # DeviceInputs (compiled chunks) or HostInputs
+      run steps a..b-1 on the device      # DeviceInputs (compiled chunks), HostInputs, StreamInputs
       one host sync: every step's metrics, weights and finite flags
       at an epoch end: evaluate, one metrics row per run
       save when due                       # Trainer.save, the one save function
@@ -14,10 +14,12 @@ start or end, a checkpoint, or a call-length limit)::
     end-of-run files per run (+ the seeds' summary)
 
 The batch of step ``t`` is a pure function of ``(seed, epoch, step)`` and the state comes from
-the latest checkpoint, so a launch can start anywhere. Two batch providers feed the same loop:
+the latest checkpoint, so a launch can start anywhere. Three batch providers feed the same loop:
 :class:`DeviceInputs` keeps the images on the device and runs a chunk of steps per call
-(:func:`gdw_jax.steps.make_chunk_fn`); :class:`HostInputs` gathers each step's batch on the host
-(data that stream). Both give bit-identical results on CPU.
+(:func:`gdw_jax.steps.make_chunk_fn`); :class:`HostInputs` gathers each step's batch on the host;
+:class:`StreamInputs` (``input_pipeline=stream``) has each step's batch decoded and augmented by
+grain (:mod:`gdw_jax.data.stream`) and runs the per-step path. All give bit-identical results on
+CPU (on the same pixels: streaming without random transforms).
 """
 from __future__ import annotations
 
