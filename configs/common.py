@@ -95,6 +95,29 @@ def base_config() -> ml_collections.ConfigDict:
   c.image_normalize = True         # per-channel mean / std of the training pool, on device
   c.image_crop_pad = 0             # random crop with this reflect padding (0: off)
   c.image_flip = False             # random horizontal flip (off: not for digits, X-rays, ...)
+  c.image_mean = ()                # per-channel mean / std in [0, 1] units (uint8 / 255); empty:
+  c.image_std = ()                 # the pool's own (memory), ImageNet's (stream)
+  # Input pipeline (docs/real_noise.md). memory: every image decoded once into host memory,
+  # augmented on device (image_crop_pad / image_flip). stream: grain decodes and augments each
+  # batch in worker processes (data that do not fit in memory); host transforms of torchvision's
+  # ImageNet recipes: Resize(image_resize, shorter side; 0: image_size^2) then a crop of
+  # image_size (image_train_crop: random | center | random_resized), image_flip, colour jitter;
+  # evaluation: Resize + CenterCrop.
+  c.input_pipeline = "memory"
+  c.image_resize = 0
+  c.image_train_crop = "random"
+  c.image_scale_min = 0.08         # random_resized: smallest area fraction
+  c.image_color_jitter = 0.0       # brightness / contrast / saturation strength (0: off)
+  c.stream_workers = 4             # grain worker processes (0: decode in the training process)
+  c.stream_threads = 2             # threads per worker
+  c.stream_prefetch = 2            # batches buffered per worker
+  # List files of (path label) lines, paths relative to data_root (dataset=list and the
+  # real-noise sources: clothing1m, animal10n, mini_webvision, webfg496; docs/real_noise.md).
+  c.train_list = ""
+  c.meta_list = ""
+  c.test_list = ""
+  c.webvision_classes = 50         # mini_webvision: the first classes of the Google list
+  c.imagenet_val_root = ""         # mini_webvision: ILSVRC12 val folder with val.txt (extra test)
   # label_issues.csv (every run): the 'weight' score is the mean instance weight over the last
   # label_score_epochs epochs (gdw_jax/analysis/label_issues.py).
   c.label_score_epochs = 5

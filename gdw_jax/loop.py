@@ -6,7 +6,7 @@ start or end, a checkpoint, or a call-length limit)::
     restore the latest step every run saved (or start at 0)
     for each segment [a, b):
       at an epoch start: each run's meta set (method hooks), per-epoch records reset
-      run steps a..b-1 on the device      # DeviceInputs (compiled chunks) or HostInputs
+      run steps a..b-1 on the device      # DeviceInputs (compiled chunks), HostInputs, StreamInputs
       one host sync: every step's metrics, weights and finite flags
       at an epoch end: evaluate, one metrics row per run
       save when due                       # Trainer.save, the one save function
@@ -14,10 +14,12 @@ start or end, a checkpoint, or a call-length limit)::
     end-of-run files per run (+ the seeds' summary)
 
 The batch of step ``t`` is a pure function of ``(seed, epoch, step)`` and the state comes from
-the latest checkpoint, so a launch can start anywhere. Two batch providers feed the same loop:
+the latest checkpoint, so a launch can start anywhere. Three batch providers feed the same loop:
 :class:`DeviceInputs` keeps the images on the device and runs a chunk of steps per call
-(:func:`gdw_jax.steps.make_chunk_fn`); :class:`HostInputs` gathers each step's batch on the host
-(data that stream). Both give bit-identical results on CPU.
+(:func:`gdw_jax.steps.make_chunk_fn`); :class:`HostInputs` gathers each step's batch on the host;
+:class:`StreamInputs` (``input_pipeline=stream``) has each step's batch decoded and augmented by
+grain (:mod:`gdw_jax.data.stream`) and runs the per-step path. All give bit-identical results on
+CPU (on the same pixels: streaming without random transforms).
 """
 from __future__ import annotations
 
@@ -37,7 +39,8 @@ from tqdm.auto import tqdm
 from gdw_jax import checkpoint, fileio, metrics, parallel, train
 from gdw_jax import runs as runs_lib
 from gdw_jax import steps as steps_lib
-from gdw_jax.data import pipeline
+from gdw_jax.data import pipeline, stream
+from gdw_jax.data.image_table import ImageTable
 from gdw_jax.validation import ConfigError
 
 clock = time.perf_counter  # the loop's clock (a test may replace it)
@@ -199,6 +202,9 @@ class _Inputs:
         start = t
     return out
 
+  def close(self) -> None:
+    """Release what the provider holds (worker processes)."""
+
   @staticmethod
   def _with_runs_axis(tree, batched: bool, axis: int):
     """One run's outputs with the runs axis (of size 1) the loop expects at ``axis``."""
@@ -226,8 +232,7 @@ class HostInputs(_Inputs):
   def run(self, state, steps: range):
     pending = []
     for t in steps:
-      idx, midx = self.indices(t)
-      batch, meta = self._batches(idx, midx)
+      idx, batch, meta = self.step_batches(t)
       phase = self.runs.phase(t)
       if phase not in self._jitted:
         self._jitted[phase] = steps_lib.jit_host_step(self.step_fn, phase, self.runs.mesh)
@@ -235,25 +240,33 @@ class HostInputs(_Inputs):
       pending.append((range(t, t + 1), idx, tuple(outs)))
     return state, pending
 
-  def _batches(self, idx, midx):
-    """The step's batches as global arrays: images gathered from the store's rows."""
-    r, images = self.runs, {"x": self.runs.store.images}
+  def step_batches(self, step: int):
+    """``(idx, batch, meta)``: step ``step``'s positions and batches as global arrays, the
+    images gathered from the store's rows."""
+    r = self.runs
+    idx, midx = self.indices(step)
+    every = [{"x": r.store.images}] * r.num_runs
     rows = np.stack([r.store.train_rows[k][idx[k]] for k in range(r.num_runs)])
     meta_rows = None if midx is None else np.stack(
         [self.meta_rows[k][midx[k]] for k in range(r.num_runs)])
+    return (idx,) + self._assemble(every, rows, idx, every, meta_rows, midx)
+
+  def _assemble(self, images, rows, idx, meta_images, meta_rows, midx):
+    """``(batch, meta)``: run ``k``'s images ``images[k]['x'][rows[k]]`` (meta:
+    ``meta_images[k]['x'][meta_rows[k]]``) with its labels at positions ``idx`` / ``midx``."""
+    r = self.runs
     meta_labels = [{"y": y} for y in (self.meta_labels if midx is not None else [])]
     if not r.batched:  # exactly the rows the single-run loop always sent
       sharding = parallel.batch_sharding(r.mesh)
-      batch = {**parallel.global_rows(images, rows[0], sharding),
+      batch = {**parallel.global_rows(images[0], rows[0], sharding),
                **parallel.global_rows(self.labels[0], idx[0], sharding)}
-      meta = None if midx is None else {**parallel.global_rows(images, meta_rows[0], mesh=r.mesh),
-                                        **parallel.global_rows(meta_labels[0], midx[0],
-                                                               mesh=r.mesh)}
+      meta = None if midx is None else {
+          **parallel.global_rows(meta_images[0], meta_rows[0], mesh=r.mesh),
+          **parallel.global_rows(meta_labels[0], midx[0], mesh=r.mesh)}
       return batch, meta
-    every = [images] * r.num_runs
-    batch = {**parallel.run_rows(every, rows, r.mesh),
+    batch = {**parallel.run_rows(images, rows, r.mesh),
              **parallel.run_rows(self.labels, idx, r.mesh)}
-    meta = None if midx is None else {**parallel.run_rows(every, meta_rows, r.mesh),
+    meta = None if midx is None else {**parallel.run_rows(meta_images, meta_rows, r.mesh),
                                       **parallel.run_rows(meta_labels, midx, r.mesh)}
     return batch, meta
 
@@ -264,6 +277,52 @@ class HostInputs(_Inputs):
       out.append(Block(steps, idx[None], jax.tree.map(lambda a: a[None], m), w[None],
                        jax.tree.map(lambda a: a[None], f)))
     return out
+
+
+class StreamInputs(HostInputs):
+  """Each step's batches decoded and augmented by grain (``input_pipeline=stream``,
+  :class:`gdw_jax.data.stream.StreamBatches`): the same positions from the same functions as the
+  other providers, read from the store's image table; then the per-step path of
+  :class:`HostInputs`. The stream restarts at any step asked out of order (a resume, a new meta
+  set), so it has no state to checkpoint."""
+
+  name = "stream"
+
+  def __init__(self, runs, step_fn, batches: stream.StreamBatches):
+    super().__init__(runs, step_fn)
+    self.stream = batches
+
+  def set_meta(self, rows, labels, batch_size):
+    super().set_meta(rows, labels, batch_size)
+    uses = self.runs.method.uses_meta and rows.shape[1]
+    self.stream.set_meta(rows if uses else None, batch_size)
+    if jax.process_count() > 1 and not self.runs.batched:  # each process decodes its own rows
+      mesh = self.runs.mesh
+      self.stream.plan.local = stream.local_plan_rows(
+          self.stream.plan, lambda n: parallel.rows_sharding(mesh, n))
+
+  def step_batches(self, step: int):
+    idx, x, midx, meta_x = self.stream.batches(step)
+    every = [{"x": a} for a in self._full(x, idx.shape[1])]
+    rows = np.broadcast_to(np.arange(idx.shape[1]), idx.shape)
+    meta_images = meta_rows = None
+    if midx is not None:
+      meta_images = [{"x": a} for a in self._full(meta_x, midx.shape[1])]
+      meta_rows = np.broadcast_to(np.arange(midx.shape[1]), midx.shape)
+    return (idx,) + self._assemble(every, rows, idx, meta_images, meta_rows, midx)
+
+  def _full(self, x: np.ndarray, n: int) -> np.ndarray:
+    """``[K, b, ...]`` rows this process decoded as ``[K, n, ...]`` (the other rows, zeros here,
+    live on other processes' devices: the global arrays never read them from this one)."""
+    pos = self.stream.plan.positions(n)
+    if len(pos) == n:
+      return x
+    full = np.zeros(x.shape[:1] + (n,) + x.shape[2:], x.dtype)
+    full[:, pos] = x
+    return full
+
+  def close(self) -> None:
+    self.stream.close()
 
 
 class DeviceInputs(_Inputs):
@@ -326,9 +385,12 @@ class DeviceInputs(_Inputs):
     return out
 
 
-def choose_inputs(runs: runs_lib.Runs, step_fn):
-  """``data_placement``: device (compiled chunks) when the images fit, else host (per step)."""
+def choose_inputs(runs: runs_lib.Runs, step_fn, batches: Optional[stream.StreamBatches] = None):
+  """``input_pipeline=stream``: the streamed batches (``batches``); else ``data_placement``:
+  device (compiled chunks) when the images fit, else host (per step)."""
   c = runs.config
+  if batches is not None:
+    return StreamInputs(runs, step_fn, batches)
   placement = c.data_placement
   if placement == "auto":
     placement = "device" if _fits_on_device(runs.store.images.nbytes) else "host"
@@ -349,12 +411,22 @@ def _fits_on_device(nbytes: int) -> bool:
 # The train state, and each run's records
 
 
-def initial_state(runs: runs_lib.Runs):
+def make_stream(runs: runs_lib.Runs) -> Optional[stream.StreamBatches]:
+  """The streamed batches of every run (``input_pipeline=stream``), None for in-memory data."""
+  if not isinstance(runs.store.images, ImageTable):
+    return None
+  return stream.provider_for(runs.seeds, runs.store.images, runs.store.train_rows, runs.config,
+                             runs.steps_per_epoch, runs.total_steps)
+
+
+def initial_state(runs: runs_lib.Runs, batches: Optional[stream.StreamBatches] = None):
   """Every run's state from its own seed (as if alone), stacked along a runs axis for K > 1,
   placed on the mesh (replicated, or split along the runs axis)."""
   states = []
   for k, seed in enumerate(runs.seeds):
     sample = runs.store.train_images(k)[:2]
+    if batches is not None:  # streamed: decode the two images (evaluation transform)
+      sample = batches.decode(sample)
     ds = runs.datasets[k]
     sample = ds.preprocess(sample) if ds.preprocess else sample
     c = runs.configs[k]
@@ -402,14 +474,15 @@ class Trainer:
     """Everything is checked before the first file is written; then resume if possible."""
     self.runs = runs
     self.timers = Timers()
-    self.state = initial_state(runs)
+    self.stream = make_stream(runs)
+    self.state = initial_state(runs, self.stream)
     self.step_fn = steps_lib.RunsStep([train.with_finite_check(train.make_train_step(
         runs.model, m, runs.tx, runs.schedule, hypergrad=runs.config.hypergrad,
         augment=runs.datasets[0].augment)) for m in _distinct(runs.methods)], runs.batched)
     self._make_eval_fns()
     self.metasets = runs_lib.MetaSets(runs)
     self._first_meta_sets()
-    self.inputs = choose_inputs(runs, self.step_fn)
+    self.inputs = choose_inputs(runs, self.step_fn, self.stream)
     self.inputs.set_meta(*self.metasets.rows_and_labels(), self.metasets.batch_size)
     names, weight_dim = self._probe_step()
     runs_lib.write_start_files(runs)  # the first file written: everything above validated
@@ -466,8 +539,8 @@ class Trainer:
     r = self.runs
     if not r.datasets[0].has_test:
       return [{"acc": None, "loss": None, "pred": np.zeros(0, np.int64)}] * r.num_runs
-    tests = self.evaluate(self.state.params, self.state.model_state, self.x_test,
-                          r.datasets[0].y_test)
+    tests = self._eval(self.evaluate, self.state.params, self.state.model_state, self.x_test,
+                       r.datasets[0].y_test)
     return tests if r.batched else [tests]
 
   def _train_eval(self, k: int) -> Dict[str, Any]:
@@ -476,24 +549,38 @@ class Trainer:
     params, model_state = (runs_lib.run_slice(t, k, r.batched)
                            for t in (self.state.params, self.state.model_state))
     with self.timers("eval"):
-      return self.evaluate_one(params, model_state, r.store.train_images(k), r.store.labels[k])
+      return self._eval(self.evaluate_one, params, model_state, r.store.train_images(k),
+                        r.store.labels[k])
 
   def _train_losses(self, k: int, params, model_state) -> np.ndarray:
     r = self.runs
     with self.timers("eval"):
-      return self.evaluate_one(params, model_state, r.store.train_images(k),
-                               r.store.labels[k])["ce"]
+      return self._eval(self.evaluate_one, params, model_state, r.store.train_images(k),
+                        r.store.labels[k])["ce"]
+
+  def _eval(self, evaluate, params, model_state, x, y):
+    """``evaluate`` on arrays, or on the streamed evaluation batches of an image table."""
+    if not isinstance(x, ImageTable):
+      return evaluate(params, model_state, x, y)
+    batches = self.stream.eval_batches(x, evaluate.batch_size_for(len(y)))
+    return evaluate.streamed(params, model_state, batches, y)
 
   def _probe_batches(self):
     """Run 0's batches of step 0, on the host (shapes and dtypes for the probes below)."""
     st = self.runs.store
+
+    def images(rows):  # a streamed store's images are not read here: only shapes matter
+      if isinstance(st.images, ImageTable):
+        return np.zeros((len(rows),) + st.images.shape[1:], st.images.dtype)
+      return st.images[rows]
+
     idx, midx = self.inputs.indices(0)
-    batch = {"x": st.images[st.train_rows[0][idx[0]]], "y": st.labels[0][idx[0]],
+    batch = {"x": images(st.train_rows[0][idx[0]]), "y": st.labels[0][idx[0]],
              "y_true": st.true_labels[0][idx[0]], "index": idx[0]}
     meta = None
     if midx is not None:
       rows, labels = self.metasets.rows_and_labels()
-      meta = {"x": st.images[rows[0][midx[0]]], "y": labels[0][midx[0]]}
+      meta = {"x": images(rows[0][midx[0]]), "y": labels[0][midx[0]]}
     return jax.tree.map(jnp.asarray, (batch, meta))
 
   def _output_shapes(self, batch, meta):
@@ -574,6 +661,7 @@ class Trainer:
           break
     finally:
       bar.close()
+      self.inputs.close()
       for log in self.logs:
         log.close()
 

@@ -30,6 +30,7 @@ import jax
 import numpy as np
 
 from gdw_jax import fileio, methods, parallel, validation
+from gdw_jax.data import image_table
 from gdw_jax.validation import ConfigError
 
 SUMMARY_KEYS = ("last5_acc", "best_acc", "last_acc", "final_train_loss")
@@ -41,7 +42,8 @@ class Store:
 
   With a shared source pool (every built-in dataset) ``images`` is the pool and the rows are the
   runs' ``train_indices`` / ``meta_indices``: K seeds cost one copy of the images, plus K small
-  index and label arrays.
+  index and label arrays. Streamed data (``input_pipeline=stream``): ``images`` is an
+  :class:`~gdw_jax.data.image_table.ImageTable`, rows decoded batch by batch.
   """
   images: np.ndarray       # [P, ...] uint8 as stored, otherwise in the run's dtype
   train_rows: np.ndarray   # [K, n] row of each run's training sample i
@@ -186,7 +188,8 @@ def make_store(datasets: Sequence[Any], dtype) -> Store:
       train_rows.append(offset + np.arange(ds.num_train))
       meta_rows.append(offset + ds.num_train + np.arange(ds.y_meta.shape[0]))
       offset += ds.num_train + ds.y_meta.shape[0]
-    images = np.concatenate(parts)
+    images = (image_table.concat(parts) if isinstance(parts[0], image_table.ImageTable)
+              else np.concatenate(parts))
   if images.dtype != np.uint8:  # uint8 images stay uint8: augment / preprocess convert on device
     images = np.asarray(images, dtype)
   return Store(images=images, train_rows=np.stack(train_rows).astype(np.int32),

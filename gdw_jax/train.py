@@ -124,7 +124,10 @@ def make_eval_fn(model: models.ModelFns, batch_size: int, mesh=None,
   (running BN stats). With a ``mesh``, each batch is split over its ``'data'`` devices (padded to
   a multiple of their count; the padding rows are dropped, eval mode has no batch coupling).
   ``preprocess(x) -> x`` (e.g. CIFAR normalisation of uint8 images) runs on device if given.
-  ``runs``: params and model state have a leading runs axis (vmapped); one dict per run."""
+  ``runs``: params and model state have a leading runs axis (vmapped); one dict per run.
+  ``evaluate.streamed(params, model_state, batches, y)``: the same on batches decoded by the
+  streaming input path (rows of ``evaluate.batch_size_for(n)``; bit-identical to the arrays').
+  """
   n_dev = mesh.shape[parallel.DATA] if mesh is not None else 1
   out = parallel.replicated(mesh) if mesh is not None else None
 
@@ -140,25 +143,54 @@ def make_eval_fn(model: models.ModelFns, batch_size: int, mesh=None,
       return jax.vmap(one, in_axes=(0, 0, None, None))(params, model_state, x, y)
     return one(params, model_state, x, y)
 
-  def evaluate(params, model_state, x, y):
-    n = x.shape[0]
-    bs = -(-min(batch_size, n) // n_dev) * n_dev  # one compiled shape, divisible by devices
+  def batch_size_for(n: int) -> int:
+    """One compiled shape for a set of ``n`` samples, divisible by the devices."""
+    return -(-min(batch_size, n) // n_dev) * n_dev
+
+  def accumulate(params, model_state, batches, y):
+    """``batches``: ``(n_valid, {'x', 'y'})`` global batches of :func:`batch_size_for` rows."""
     preds, ces = [], []
-    for start in range(0, n, bs):
-      idx = np.arange(start, min(start + bs, n))
-      padded = np.concatenate([idx, np.full(bs - len(idx), idx[-1])])
-      if mesh is not None:
-        b = parallel.global_rows({"x": x, "y": y}, padded, parallel.batch_sharding(mesh))
-      else:
-        b = {"x": x[padded], "y": jnp.asarray(y[padded])}
+    for n_valid, b in batches:
       pred, ce = jax.device_get(per_sample(params, model_state, b["x"], b["y"]))
-      preds.append(pred[..., :len(idx)])
-      ces.append(ce[..., :len(idx)])
+      preds.append(pred[..., :n_valid])
+      ces.append(ce[..., :n_valid])
     preds, ces = np.concatenate(preds, -1), np.concatenate(ces, -1)
     if runs:
       return [_eval_result(p, c, y) for p, c in zip(preds, ces)]
     return _eval_result(preds, ces, y)
 
+  def evaluate(params, model_state, x, y):
+    n = x.shape[0]
+    bs = batch_size_for(n)
+
+    def batches():
+      for start in range(0, n, bs):
+        idx = np.arange(start, min(start + bs, n))
+        padded = np.concatenate([idx, np.full(bs - len(idx), idx[-1])])
+        if mesh is not None:
+          yield len(idx), parallel.global_rows({"x": x, "y": y}, padded,
+                                               parallel.batch_sharding(mesh))
+        else:
+          yield len(idx), {"x": x[padded], "y": jnp.asarray(y[padded])}
+
+    return accumulate(params, model_state, batches(), y)
+
+  def evaluate_streamed(params, model_state, batches, y):
+    """The same on images decoded elsewhere (the streaming path): ``batches`` yields ``(start,
+    n_valid, x)``, ``x`` the ``batch_size_for(len(y))`` rows from ``start`` (the last batch
+    padded with its last row), as :func:`evaluate` would have gathered them."""
+    def placed():
+      for start, n_valid, x in batches:
+        rows = np.arange(start, start + len(x)).clip(max=start + n_valid - 1)
+        b = {"x": x, "y": y[rows]}
+        yield n_valid, (parallel.global_rows(b, np.arange(len(x)),
+                                             parallel.batch_sharding(mesh))
+                        if mesh is not None else jax.tree.map(jnp.asarray, b))
+
+    return accumulate(params, model_state, placed(), y)
+
+  evaluate.batch_size_for = batch_size_for
+  evaluate.streamed = evaluate_streamed
   return evaluate
 
 

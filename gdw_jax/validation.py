@@ -35,7 +35,7 @@ from gdw_jax.options import present as _present
 RUNTIME_KEYS = ("progress", "tensorboard", "checkpoint", "checkpoint_every_steps",
                 "keep_checkpoints", "checkpoint_best", "num_devices", "distributed",
                 "coordinator_address", "num_processes", "process_id", "data_placement",
-                "steps_per_call", "plugins")
+                "steps_per_call", "plugins", "stream_workers", "stream_threads", "stream_prefetch")
 
 DATA_PLACEMENTS = ("auto", "device", "host")
 
@@ -120,6 +120,7 @@ def validate(config) -> None:
   _number(config, "lr_warmup_epochs", 0, integer=True)
   _validate_loss(config)
   _validate_own_data(config)
+  validate_input_pipeline(config)
   _validate_method(config)
   _validate_run_options(config)
   _validate_precision_and_init(config)  # last: init_from reads the checkpoint
@@ -195,6 +196,69 @@ def _validate_own_data(config) -> None:
   if config.dataset in needs:
     key = needs[config.dataset]
     _check(bool(config[key]), f"dataset={config.dataset} needs {key} (docs/own_data.md)")
+
+
+# Sources whose images can be streamed (files or tfds records; the others are arrays already).
+STREAM_SOURCES = ("folder", "list", "tfds", "clothing1m", "animal10n", "mini_webvision",
+                  "webfg496")
+# Keys only the streaming path reads, with their defaults.
+STREAM_ONLY = {"image_resize": 0, "image_train_crop": "random", "image_scale_min": 0.08,
+               "image_color_jitter": 0.0}
+
+
+def validate_input_pipeline(config) -> None:
+  """``input_pipeline`` and its keys: the host transforms, grain's options, normalisation, and
+  the list / real-noise sources' keys (files are checked when read)."""
+  from gdw_jax.data import host_transforms  # pylint: disable=import-outside-toplevel
+
+  _one_of(config, "input_pipeline", ("memory", "stream"))
+  stream = config.input_pipeline == "stream"
+  for key in ("train_list", "meta_list", "test_list", "imagenet_val_root"):
+    _present(config, key)
+    _check(isinstance(config[key], str), f"{key} must be a string, got {config[key]!r}")
+  _number(config, "webvision_classes", 1, 1000, integer=True)
+  _check(config.dataset != "list" or bool(config.train_list),
+         "dataset=list needs train_list (docs/real_noise.md)")
+  if config.dataset in ("clothing1m", "animal10n", "mini_webvision", "webfg496"):
+    _check(bool(config.data_root), f"dataset={config.dataset} needs data_root (the dataset's "
+                                   f"folder; docs/real_noise.md)")
+  _check_mean_std(config)
+  if not stream:
+    changed = [k for k, v in STREAM_ONLY.items() if config[k] != v]
+    _check(not changed, f"{', '.join(changed)}: only with input_pipeline=stream (the "
+                        f"in-memory path augments with image_crop_pad / image_flip)")
+    return
+  _check(config.dataset in STREAM_SOURCES,
+         f"input_pipeline=stream reads image files or tfds records; dataset={config.dataset} "
+         f"is held in memory (streamable: {', '.join(STREAM_SOURCES)})")
+  _number(config, "image_size", 1, integer=True)
+  _check(config.data_placement != "device", "data_placement=device keeps the images on the "
+                                            "device; input_pipeline=stream decodes each "
+                                            "step's batch on the host (use auto or host)")
+  _check(config.image_crop_pad == 0, "image_crop_pad is the in-memory path's crop; with "
+                                     "input_pipeline=stream use image_resize and "
+                                     "image_train_crop")
+  _one_of(config, "image_train_crop", host_transforms.CROPS)
+  _number(config, "image_resize", 0, integer=True)
+  _check(config.image_resize == 0 or config.image_resize >= config.image_size
+         or config.image_train_crop == "random_resized",
+         f"image_resize {config.image_resize} is smaller than image_size {config.image_size} "
+         f"(the crop is taken from the resized image)")
+  _number(config, "image_scale_min", 0.0, 1.0, lo_open=True)
+  _number(config, "image_color_jitter", 0.0, 1.0)
+  _number(config, "stream_workers", 0, integer=True)
+  _number(config, "stream_threads", 1, integer=True)
+  _number(config, "stream_prefetch", 1, integer=True)
+
+
+def _check_mean_std(config) -> None:
+  mean, std = config.image_mean, config.image_std
+  ok = all(isinstance(v, (tuple, list)) and all(isinstance(a, numbers.Real) and
+                                                not isinstance(a, bool) for a in v)
+           for v in (mean, std))
+  _check(ok, f"image_mean / image_std must be tuples of numbers, got {mean!r} / {std!r}")
+  _check(len(mean) == len(std), f"image_mean has {len(mean)} values but image_std {len(std)}")
+  _check(all(s > 0 for s in std), f"image_std must be > 0, got {tuple(std)}")
 
 
 def _meta_hint(config) -> str:

@@ -1,5 +1,6 @@
 """The input benchmark runs end to end; the cached epoch permutation is the uncached one."""
 import json
+import os
 
 import numpy as np
 import pytest
@@ -26,3 +27,18 @@ def test_bench_input_smoke(tmp_path):
   assert r["input_images_per_s"] > 0 and r["step_images_per_s"] > 0
   assert r["ratio"] == pytest.approx(r["input_images_per_s"] / r["step_images_per_s"], rel=1e-2)
   assert set(r["input_stage_us_per_step"]) == {"indices", "gather", "transfer", "augment"}
+
+
+def test_bench_input_streaming_folder_smoke(tmp_path):
+  out = tmp_path / "bench.json"
+  root = tmp_path / "jpegs"
+  r = bench_input.main(["--source", "folder", "--root", str(root), "--generate", "24",
+                        "--workers", "0", "--image-size", "32", "--resize", "40",
+                        "--batch-size", "8", "--meta-batch-size", "4", "--stream-steps", "3",
+                        "--no-step", "--json", str(out)])
+  assert json.load(open(out)) == r
+  assert sum(len(files) for _, _, files in os.walk(root)) == 24  # the generated JPEGs
+  s = r["stream"]["0"]
+  # decoded = training + meta images of a step, at the same step rate
+  assert s["train_images_per_s"] == pytest.approx(s["decoded_images_per_s"] * 8 / 12, rel=1e-2)
+  assert r["step_images_per_s"] is None and r["meta_batch_size"] == 4

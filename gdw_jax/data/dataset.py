@@ -57,6 +57,7 @@ class BiasedDataset:
   meta_source: str = "split"             # see META_SOURCES
   class_names: Optional[Tuple[str, ...]] = None
   source_info: Optional[Dict[str, Any]] = None
+  extra_tests: Optional[Dict[str, Tuple[Any, np.ndarray]]] = None  # name -> (x, y), see sources
 
   @property
   def has_test(self) -> bool:
@@ -103,6 +104,8 @@ class BiasedDataset:
         # > 0 only with a meta_seed different from the split seed (official GDW behaviour)
         "num_meta_in_train": int(np.isin(self.meta_indices, self.train_indices).sum()),
         "num_test": int(self.y_test.shape[0]),
+        **({"num_extra_tests": {k: int(y.shape[0]) for k, (_, y) in self.extra_tests.items()}}
+           if self.extra_tests else {}),
         "realised_noise_rate": self.realised_noise_rate,
         "train_class_counts_noisy": self.class_counts.tolist(),
         "corruption_matrix": np.round(self.corruption_matrix, 6).tolist(),
@@ -243,7 +246,7 @@ def build(config, source: Optional[sources.Source] = None) -> BiasedDataset:
       preprocess=src.preprocess, x_pool=src.x_pool if src.x_meta is None else None,
       ids_train=None if src.ids is None else src.ids[train_idx],
       truth_known=src.truth_known, meta_source=plan, class_names=src.class_names,
-      source_info=src.info)
+      source_info=src.info, extra_tests=src.extra_tests)
   for note in (NOT_CLEAN, NO_TEST):  # said at the start of the run, and in report.md
     if note in ds.notes:
       logging.warning("%s: %s", src.name, note)

@@ -11,7 +11,8 @@ Files are decoded with Pillow (:mod:`gdw_jax.data.images`: png, jpg, bmp, gif, w
 converted to ``image_channels`` (0: as stored, all alike) and resized to ``image_size`` (0: as
 stored, all alike). The id of a training image is its path relative to ``data_root``. An
 unreadable file is an error naming it, or with ``skip_bad_images=true`` is skipped and counted
-(a warning, and ``data.json``). Modes and checks: :mod:`gdw_jax.data.own`.
+(a warning, and ``data.json``). Modes and checks: :mod:`gdw_jax.data.own`. With
+``input_pipeline=stream`` nothing is decoded up front (:func:`image_table.load_items`).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import os
 
 from absl import logging
 
-from gdw_jax.data import images, own, sources
+from gdw_jax.data import image_table, images, own, sources
 
 
 def _override_labels(items, rel, csv_path: str, root: str, names):
@@ -59,15 +60,13 @@ def folder(config) -> sources.Source:
     items, n_rows = _override_labels(items, rel, config.label_csv, root, names)
     info.update(label_csv=os.path.abspath(os.path.expanduser(config.label_csv)),
                 labels_from_csv=n_rows)
-  opts = dict(size=int(config.image_size), channels=int(config.image_channels),
-              skip_bad=bool(config.skip_bad_images), progress=bool(config.progress))
-  train = images.read_images(items, key="data_root", **opts)
+  train = image_table.load_items(items, config, "data_root")
   info.update(_skipped_note("data_root", train))
   parts = {}
   for key in ("meta_root", "test_root"):
     if config[key]:
       part_items, _, _ = images.list_class_folder(config[key], key, names)
-      decoded = images.read_images(part_items, key=key, reference=train.reference, **opts)
+      decoded = image_table.load_items(part_items, config, key, reference=train.reference)
       info.update(_skipped_note(key, decoded))
       info[key] = os.path.abspath(os.path.expanduser(config[key]))
       parts[key] = decoded

@@ -29,7 +29,8 @@ from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 
-from gdw_jax.data import augment, sources
+from gdw_jax.data import augment, host_transforms, sources
+from gdw_jax.data.image_table import ImageTable
 
 SOURCES = ("npz", "folder", "tfds")
 GIVEN_LABELS = ("noisy", "clean")
@@ -40,7 +41,10 @@ TRUSTED_SET_HOWTO = ("give a trusted set (npz: x_meta/y_meta; folder: meta_root;
 
 
 def check_images(x, where: str) -> np.ndarray:
-  """``x`` is ``[n, H, W, C]``, uint8 or float, and has no NaN / inf."""
+  """``x`` is ``[n, H, W, C]``, uint8 or float, and has no NaN / inf (an
+  :class:`~gdw_jax.data.image_table.ImageTable` of streamed images is taken as it is)."""
+  if isinstance(x, ImageTable):
+    return x
   x = np.asarray(x)
   if x.ndim != 4:
     raise ValueError(f"{where} must be [n, H, W, C] (4-D), got shape {x.shape}"
@@ -106,31 +110,62 @@ def resolve_num_classes(config, class_names: Optional[Sequence[str]], *labels) -
   return int(max(int(y.max()) for y in labels if y is not None and y.size)) + 1
 
 
+def channel_stats(config, x_pool) -> tuple:
+  """Per-channel ``(mean, std)`` in the pool's pixel units: ``image_mean`` / ``image_std`` (given
+  in [0, 1] units, times 255 for uint8 images) if set; else the pool's own statistics, or for
+  streamed images (which are not all read) ImageNet's."""
+  c = x_pool.shape[-1]
+  scale = 255.0 if x_pool.dtype == np.uint8 else 1.0
+  mean, std = tuple(config.image_mean), tuple(config.image_std)
+  if not mean and isinstance(x_pool, ImageTable):
+    if c != 3:
+      raise ValueError("input_pipeline=stream with single-channel images: set image_mean and "
+                       "image_std (the pool is not read up front to measure them)")
+    mean, std = host_transforms.IMAGENET_MEAN, host_transforms.IMAGENET_STD
+  if not mean:
+    return augment.channel_stats(x_pool)
+  if len(mean) != c or len(std) != c:
+    raise ValueError(f"image_mean / image_std need one value per channel ({c}), got "
+                     f"{len(mean)} / {len(std)}")
+  return (np.asarray(mean, np.float32) * scale, np.asarray(std, np.float32) * scale)
+
+
 def transforms(config, x_pool: np.ndarray):
   """``(augment, preprocess)`` of ``config``'s image options for this pool (None, None: float
-  images used as stored)."""
+  images used as stored). Streamed images arrive cropped and flipped by the host transforms
+  (:mod:`gdw_jax.data.host_transforms`): on device they are only normalised."""
   crop, flip, norm = int(config.image_crop_pad), bool(config.image_flip), \
       bool(config.image_normalize)
+  if isinstance(x_pool, ImageTable):
+    crop, flip = 0, False
   if crop and crop >= min(x_pool.shape[1], x_pool.shape[2]):
     raise ValueError(f"image_crop_pad = {crop} must be smaller than the image "
                      f"({x_pool.shape[1]}x{x_pool.shape[2]})")
   if x_pool.dtype != np.uint8 and not (crop or flip or norm):
     return None, None
   c = x_pool.shape[-1]
-  mean, std = (augment.channel_stats(x_pool) if norm
+  mean, std = (channel_stats(config, x_pool) if norm
                else (np.zeros(c, np.float32), np.ones(c, np.float32)))
   return augment.image_transforms(mean, std, crop, flip)
 
 
 def _empty_like(x: np.ndarray) -> np.ndarray:
+  if isinstance(x, ImageTable):
+    return x.empty()
   return np.zeros((0,) + x.shape[1:], x.dtype)
+
+
+def _as_dtype(x, dtype):
+  return x if isinstance(x, ImageTable) else np.asarray(x).astype(dtype, copy=False)
 
 
 def make_source(config, name: str, x, y, *, y_true=None, x_meta=None, y_meta=None, x_test=None,
                 y_test=None, ids=None, class_names=None, where: str = "data",
-                info: Optional[Dict[str, Any]] = None) -> sources.Source:
+                info: Optional[Dict[str, Any]] = None,
+                extra_tests: Optional[Dict[str, Any]] = None) -> sources.Source:
   """Check a user's arrays and build the :class:`~gdw_jax.data.sources.Source` (see the module
-  docstring for the modes). ``where``: how messages name the data (``data_path FILE``)."""
+  docstring for the modes). ``where``: how messages name the data (``data_path FILE``).
+  ``extra_tests``: further test sets, ``name -> (x, y)``, checked like the test set."""
   if config.given_labels not in GIVEN_LABELS:
     raise ValueError(f"unknown given_labels {config.given_labels!r}; valid: "
                      f"{', '.join(GIVEN_LABELS)}")
@@ -166,10 +201,18 @@ def make_source(config, name: str, x, y, *, y_true=None, x_meta=None, y_meta=Non
   if x_test is None:
     x_test, y_test = _empty_like(x), np.zeros(0, np.int64)
     parts["test"] = y_test
-  x_test = np.asarray(x_test).astype(x.dtype, copy=False)
+  x_test = _as_dtype(x_test, x.dtype)
   if x_meta is not None:
-    x_meta = np.asarray(x_meta).astype(x.dtype, copy=False)
+    x_meta = _as_dtype(x_meta, x.dtype)
     y_meta = parts["meta"]
+  extras = {}
+  for name, (xe, ye) in (extra_tests or {}).items():
+    xe = check_images(xe, f"{where}: {name} images")
+    if xe.shape[1:] != x.shape[1:]:
+      raise ValueError(f"{where}: {name} images are {xe.shape[1:]}, training images "
+                       f"{x.shape[1:]}")
+    extras[name] = (_as_dtype(xe, x.dtype),
+                    check_labels(ye, f"{where}: {name} labels", xe.shape[0], k))
   aug, pre = transforms(config, x)
   truth_known = y_true is not None or config.given_labels == "clean"
   return sources.Source(
@@ -177,4 +220,4 @@ def make_source(config, name: str, x, y, *, y_true=None, x_meta=None, y_meta=Non
       y_pool_noisy=None if y_true is None else y, augment=aug, preprocess=pre, ids=ids,
       x_meta=x_meta, y_meta=y_meta, truth_known=truth_known,
       class_names=None if class_names is None else tuple(str(c) for c in class_names),
-      info=info)
+      info=info, extra_tests=extras or None)

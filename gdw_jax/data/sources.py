@@ -11,7 +11,9 @@ A user's own data (``npz``, ``folder``, ``tfds``: :mod:`gdw_jax.data.own`) may c
 that are *not* known to be clean (``truth_known=False``: the practitioner's case, where ``y_pool``
 holds the labels as given), with a trusted set apart from the pool (``x_meta`` / ``y_meta``) and
 with one id per image (``ids``: file paths, the user's own ids), which the end-of-run list of
-likely label errors reports.
+likely label errors reports. Images may be an :class:`~gdw_jax.data.image_table.ImageTable`
+(``input_pipeline=stream``: decoded batch by batch). ``extra_tests`` are further clean test sets
+by name (mini-WebVision's ILSVRC12 validation classes), evaluated like the test set.
 """
 from __future__ import annotations
 
@@ -38,6 +40,7 @@ class Source(NamedTuple):
   truth_known: bool = True                   # False: y_pool are given labels, maybe noisy
   class_names: Optional[Tuple[str, ...]] = None
   info: Optional[Dict[str, Any]] = None      # what data.json should say (e.g. skipped files)
+  extra_tests: Optional[Dict[str, Tuple[Any, np.ndarray]]] = None  # more test sets, by name
 
 
 _SOURCES: Dict[str, Callable[..., Source]] = {}

@@ -13,6 +13,10 @@ time) from ``data_dir`` (default: tfds' ``~/tensorflow_datasets``); never downlo
 The image shape comes from the dataset's features; images of unknown or varying size need
 ``image_size``. The id of a training record is its ``id`` feature where the dataset has one,
 else its index in the training split. Modes and checks: :mod:`gdw_jax.data.own`.
+
+With ``input_pipeline=stream`` no image is decoded up front: each split becomes an
+:class:`~gdw_jax.data.image_table.ImageTable` over its records (the labels are read once, the
+images stay encoded until a worker needs them); ids are record positions.
 """
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ from typing import Optional, Tuple
 import numpy as np
 from tqdm.auto import tqdm
 
-from gdw_jax.data import own, sources
+from gdw_jax.data import image_table, own, sources
 
 CHUNK = 256
 
@@ -140,6 +144,8 @@ def tfds_source(config) -> sources.Source:
               progress=bool(config.progress))
   train_ds = open_split(name, config.tfds_train_split, data_dir, "tfds_train_split")
   feature, k, names = _features(train_ds, name, img_key, lbl_key)
+  if image_table.streaming(config):
+    return _stream_source(config, name, data_dir, names, feature)
   shape = tuple(feature.shape)
   if None in shape[:2] and not opts["size"]:
     raise ValueError(f"tfds {name}: images have no fixed size {shape}; set image_size")
@@ -159,3 +165,28 @@ def tfds_source(config) -> sources.Source:
       y_test=None if test is None else test[1], ids=ids, class_names=names,
       where=f"tfds {name}", info={"tfds_name": name, "train_split": config.tfds_train_split,
                                   "feature_shape": list(shape)})
+
+
+def _stream_table(config, name: str, split: str, data_dir, channels: int):
+  reader = image_table.TfdsReader(name, split, data_dir, config.tfds_image_key,
+                                  config.tfds_label_key)
+  labels = reader.labels(progress=bool(config.progress))
+  if not len(labels):
+    raise ValueError(f"tfds {name} {split}: the split is empty")
+  return image_table.ImageTable(reader, None, int(config.image_size), channels), labels
+
+
+def _stream_source(config, name: str, data_dir, names, feature) -> sources.Source:
+  """The splits of ``config`` as record tables (``input_pipeline=stream``)."""
+  shape = tuple(feature.shape)
+  channels = int(config.image_channels) or (shape[-1] if shape[-1] in (1, 3) else 3)
+  x, y = _stream_table(config, name, config.tfds_train_split, data_dir, channels)
+  parts = {key: _stream_table(config, name, config[key], data_dir, channels)
+           for key in ("tfds_meta_split", "tfds_test_split") if config[key]}
+  meta, test = parts.get("tfds_meta_split"), parts.get("tfds_test_split")
+  return own.make_source(
+      config, "tfds", x, y, x_meta=None if meta is None else meta[0],
+      y_meta=None if meta is None else meta[1], x_test=None if test is None else test[0],
+      y_test=None if test is None else test[1], class_names=names, where=f"tfds {name}",
+      info={"tfds_name": name, "train_split": config.tfds_train_split,
+            "feature_shape": list(shape), "input_pipeline": "stream"})
