@@ -35,7 +35,7 @@ from gdw_jax.options import present as _present
 RUNTIME_KEYS = ("progress", "tensorboard", "checkpoint", "checkpoint_every_steps",
                 "keep_checkpoints", "checkpoint_best", "num_devices", "distributed",
                 "coordinator_address", "num_processes", "process_id", "data_placement",
-                "steps_per_call", "plugins")
+                "steps_per_call", "plugins", "restart")
 
 DATA_PLACEMENTS = ("auto", "device", "host")
 
@@ -43,7 +43,7 @@ BOOL_KEYS = ("drop_last", "nesterov", "progress", "checkpoint", "checkpoint_best
              "noise_on_given_labels",
              "meta_from_train", "allow_missing_meta_classes", "skip_bad_images",
              "image_normalize", "image_flip",
-             "distributed")
+             "distributed", "restart")
 
 
 def _bool(config, key) -> None:
