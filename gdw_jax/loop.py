@@ -574,8 +574,9 @@ class Trainer:
     """Continue from the latest step every run saved and that restores (0: a fresh start).
 
     A checkpoint that cannot be restored (truncated, a file missing, another structure) is
-    reported on one line and deleted, and the one before it is tried; when none restores the
-    launch stops (:class:`ConfigError`) rather than train from scratch over them, unless
+    skipped for the one before it; once one restores, each skipped one is reported on one line
+    and deleted (so that its step is saved again). When none restores the launch stops
+    (:class:`ConfigError`, nothing deleted) rather than train from scratch over them, unless
     ``restart`` asks for exactly that."""
     r = self.runs
     if self.logs[0].ckpt is None:
@@ -585,23 +586,25 @@ class Trainer:
       return 0
     common = sorted(set.intersection(*[set(log.ckpt.all_steps()) for log in self.logs]))
     where = self.logs[0].ckpt.dir + (" (and the other seeds')" if r.batched else "")
+    broken = []  # (step, reason), newest first
     for step in reversed(common):
       try:
         self._restore_step(step)
       except Exception as e:  # noqa: BLE001 -- orbax/tensorstore raise many kinds for a bad file
-        reason = fileio.reason(e).split(" See full TensorStore details")[0][:200]
-        if step == common[0]:
-          raise ConfigError(
-              f"the checkpoints in {where} (steps {', '.join(map(str, common))}) cannot be "
-              f"restored: step {step}: {reason}; --config.restart=true starts from scratch, "
-              f"deleting them") from None
-        if parallel.is_primary():
-          print(f"gdw_jax: warning: checkpoint {step} in {where} cannot be restored "
-                f"({reason}); deleted it, trying the one before", file=sys.stderr, flush=True)
-        for log in self.logs:
-          log.ckpt.discard(step)
+        broken.append((step, fileio.reason(e).split(" See full TensorStore details")[0][:200]))
         continue
+      for bad, reason in broken:  # only now: nothing is deleted unless an older one restores
+        if parallel.is_primary():
+          print(f"gdw_jax: warning: checkpoint {bad} in {where} cannot be restored ({reason}); "
+                f"deleted it, resuming from step {step}", file=sys.stderr, flush=True)
+        for log in self.logs:
+          log.ckpt.discard(bad)
       return step
+    if broken:
+      raise ConfigError(
+          f"the checkpoints in {where} (steps {', '.join(map(str, common))}) cannot be "
+          f"restored: step {broken[0][0]}: {broken[0][1]}; --config.restart=true starts from "
+          f"scratch, deleting them")
     return 0
 
   def _restore_step(self, step: int) -> None:
