@@ -88,7 +88,8 @@ class Checkpointer:
       yield
     except Exception as e:  # noqa: BLE001 -- see above
       text = fileio.reason(e)
-      text = text if len(text) <= 200 else text.rsplit(": ", 1)[-1][-200:]  # the reason
+      if "os_error_code" in text or len(text) > 200:  # tensorstore's: the OS reason is last
+        text = text.rsplit(": ", 1)[-1][-200:]
       raise fileio.WriteError(f"cannot write a checkpoint in {self.dir}: {text}") from e
 
   def discard(self, step: int) -> None:
