@@ -1,5 +1,6 @@
-"""Data parallelism: 1 device == 4 devices == 2 hosts x 2 devices (also stopped by a SIGTERM on one
-host and resumed), and the batch policy; several seeds: 4 seeds on 4 devices (one run each) and 2 seeds on 2 x 2 devices == 4 seeds on 1 device.
+"""Data parallelism: 1 device == 4 devices == 2 hosts x 2 devices (also when stopped by a SIGTERM
+on one host and resumed), and the batch policy; several seeds: 4 seeds on 4 devices (one run
+each) and 2 seeds on 2 x 2 devices == 4 seeds on 1 device.
 
 Fake CPU devices need XLA_FLAGS before jax starts, so every run here is a subprocess.
 """
