@@ -4,6 +4,7 @@ import os
 
 import glob
 import shutil
+import signal
 
 import jax
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 
 import run_helpers as rh
 from configs import digits
-from gdw_jax import checkpoint, train
+from gdw_jax import checkpoint, loop, train
 
 
 def _assert_trees_equal(a, b):
@@ -182,6 +183,20 @@ def test_no_good_checkpoint_is_an_error_and_restart_starts_over(tmp_path, full_r
   assert not (workdir / "final.json").exists()
   rh.run(dict(SIGTERM_CONFIG, restart=True), workdir)
   _same_end(full_run, workdir)
+
+
+def test_signal_guard_records_the_signal_and_restores_the_handlers_also_on_error():
+  before = {s: signal.getsignal(s) for s in loop.SignalGuard.SIGNALS}
+  guard = loop.SignalGuard()
+  with pytest.raises(RuntimeError, match="inside"):
+    with guard:
+      assert signal.getsignal(signal.SIGTERM) == guard._handle  # pylint: disable=protected-access
+      assert guard.requested() == 0
+      os.kill(os.getpid(), signal.SIGINT)  # handled at the next bytecode: no KeyboardInterrupt
+      assert guard.requested() == signal.SIGINT
+      assert signal.getsignal(signal.SIGINT) == before[signal.SIGINT]  # a second one: as before
+      raise RuntimeError("inside")
+  assert {s: signal.getsignal(s) for s in loop.SignalGuard.SIGNALS} == before
 
 
 def test_sigkill_of_three_seeds_then_resume_is_bit_identical_for_each(tmp_path):
