@@ -3,8 +3,12 @@ import importlib.util
 import os
 
 import glob
+import re
 import shutil
 import signal
+import subprocess
+import sys
+import time
 
 import jax
 import numpy as np
@@ -183,6 +187,30 @@ def test_no_good_checkpoint_is_an_error_and_restart_starts_over(tmp_path, full_r
   assert not (workdir / "final.json").exists()
   rh.run(dict(SIGTERM_CONFIG, restart=True), workdir)
   _same_end(full_run, workdir)
+
+
+def test_command_line_sigterm_from_outside_exits_143_after_saving(tmp_path):
+  """The real path: ``python -m gdw_jax.main``, a SIGTERM from another process once an epoch is
+  logged (200 epochs: it cannot finish first); it stops within a call of 2 steps, saved."""
+  proc = subprocess.Popen(
+      [sys.executable, "-m", "gdw_jax.main", "--config=configs/digits.py:method=erm,epochs=200",
+       f"--workdir={tmp_path}", "--config.mlp_hidden=16", "--config.steps_per_call=2",
+       "--config.progress=false", "--config.report=false"],
+      cwd=rh.ROOT, env=rh.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  metrics = tmp_path / "metrics.jsonl"
+  deadline = time.monotonic() + 300
+  while not (metrics.exists() and metrics.read_text()) and proc.poll() is None:
+    assert time.monotonic() < deadline, "no epoch logged in 300 s"
+    time.sleep(0.1)  # polling for the first row: the signal must come from outside, mid-run
+  proc.send_signal(signal.SIGTERM)
+  _, err = proc.communicate(timeout=300)
+  assert proc.returncode == 143, err[-3000:]
+  line = err.strip().splitlines()[-1]
+  match = re.fullmatch(r"gdw_jax: stopped by SIGTERM at step (\d+) \(epoch [\d.]+\); run the "
+                       r"same command again to resume", line)
+  assert match, line
+  assert checkpoint.steps(str(tmp_path))[-1] == int(match.group(1)) < 200 * 12
+  assert not (tmp_path / "final.json").exists()
 
 
 def test_signal_guard_records_the_signal_and_restores_the_handlers_also_on_error():
