@@ -187,6 +187,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.checkpoint_every_steps = 500   # 0: only at the end (and at new best epochs)
   c.keep_checkpoints = 2           # the last k, plus the best test accuracy if checkpoint_best
   c.checkpoint_best = True
+  # True: delete the workdir's checkpoints and start from scratch (one launch; a run whose
+  # checkpoints cannot be restored stops with an error instead, docs/scaling.md).
+  c.restart = False
   return c
 
 

@@ -18,16 +18,20 @@ off the device (orbax's synchronous device-to-host transfer, so the next step ma
 donate them) and the files are written by a background thread into a temporary directory that
 is renamed on commit. Training goes on meanwhile; the next save (and :meth:`close`) first waits
 for the previous one. A kill at any moment leaves the earlier checkpoints intact; a half-written
-one is ignored.
+one is ignored. A failed write raises :class:`gdw_jax.fileio.WriteError` (exit status 4); a
+checkpoint that cannot be restored is reported and skipped by the loop (``Trainer._restore``).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any, Dict, Optional
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+
+from gdw_jax import fileio
 
 SUBDIR = "checkpoints"
 
@@ -71,8 +75,28 @@ class Checkpointer:
     return sorted(self.manager.all_steps())
 
   def wait(self) -> None:
-    """Block until the save in flight (if any) is committed."""
-    self.manager.wait_until_finished()
+    """Block until the save in flight (if any) is committed; a failed one (disk full, a
+    read-only workdir) raises :class:`gdw_jax.fileio.WriteError` naming the directory."""
+    with self._writing():
+      self.manager.wait_until_finished()
+
+  @contextlib.contextmanager
+  def _writing(self):
+    # orbax reports a failed write as whatever its storage layer raised (tensorstore: a
+    # ValueError "RESOURCE_EXHAUSTED: ... No space left on device"), here or in wait().
+    try:
+      yield
+    except Exception as e:  # noqa: BLE001 -- see above
+      text = fileio.reason(e)
+      if "os_error_code" in text or len(text) > 200:  # tensorstore's: the OS reason is last
+        text = text.rsplit(": ", 1)[-1][-200:]
+      raise fileio.WriteError(f"cannot write a checkpoint in {self.dir}: {text}") from e
+
+  def discard(self, step: int) -> None:
+    """Delete the checkpoint of ``step`` (one that cannot be restored), so it is saved again."""
+    self.wait()
+    self.manager.delete(step)
+    self._saved.discard(step)
 
   def save(self, step: int, state, loop_arrays: Dict[str, np.ndarray], meta: Dict[str, Any],
            test_acc: Optional[float] = None) -> None:
@@ -81,11 +105,12 @@ class Checkpointer:
     if step in self._saved:
       return
     self._saved.add(step)
-    self.manager.save(
-        step, force=True, metrics={} if test_acc is None else {"test_acc": float(test_acc)},
-        args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                loop=ocp.args.StandardSave(loop_arrays),
-                                meta=ocp.args.JsonSave(meta)))
+    with self._writing():
+      self.manager.save(
+          step, force=True, metrics={} if test_acc is None else {"test_acc": float(test_acc)},
+          args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                  loop=ocp.args.StandardSave(loop_arrays),
+                                  meta=ocp.args.JsonSave(meta)))
 
   def restore(self, state_target, loop_target, step: Optional[int] = None):
     """``(state, loop_arrays, meta)`` of ``step`` (default: latest). ``state_target``: a

@@ -9,8 +9,7 @@ start or end, a checkpoint, or a call-length limit)::
       run steps a..b-1 on the device      # DeviceInputs (compiled chunks), HostInputs, StreamInputs
       one host sync: every step's metrics, weights and finite flags
       at an epoch end: evaluate, one metrics row per run
-      save when due                       # Trainer.save, the one save function
-      stop if requested                   # Trainer.stop_requested (issue 14: preemption)
+      save when due, or when a SIGTERM/SIGINT came (SignalGuard), then stop
     end-of-run files per run (+ the seeds' summary)
 
 The batch of step ``t`` is a pure function of ``(seed, epoch, step)`` and the state comes from
@@ -26,6 +25,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import signal
+import sys
+import threading
 import time
 from collections import defaultdict
 from typing import Any, Dict, List, NamedTuple, Optional
@@ -147,6 +149,51 @@ class FiniteGuard:
     raise train.NonFiniteError(
         f"non-finite {', '.join(bad)} at step {step} (epoch {epoch}, batch {s}){run}; run "
         f"stopped without saving, {where} (lower the learning rate or check the data)")
+
+
+class SignalGuard:
+  """SIGTERM / SIGINT while training: remembered, not fatal; the loop then saves the step it
+  reached and stops (:meth:`Trainer.train`). Installed only while :meth:`Trainer.train` runs
+  (from the main thread); the handlers before are put back after, also on error. After the
+  first signal the previous handler is back, so a second one acts as it would without the guard
+  (Ctrl-C twice: KeyboardInterrupt; a second SIGTERM: the process ends at once)."""
+
+  SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+  def __init__(self):
+    self.signum = 0
+    self._previous: Dict[int, Any] = {}
+
+  def __enter__(self):
+    self.signum = 0
+    if threading.current_thread() is threading.main_thread():  # signal.signal's rule
+      self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+    return self
+
+  def __exit__(self, *exc) -> None:
+    for s, handler in self._previous.items():
+      signal.signal(s, _installable(handler))
+    self._previous = {}
+
+  def _handle(self, signum: int, frame) -> None:
+    del frame
+    self.signum = signum
+    signal.signal(signum, _installable(self._previous[signum]))
+
+  def requested(self) -> int:
+    """The signal that asked to stop (0: none). On several processes every process gets the
+    largest any process got (one all-gather per segment), so all stop after the same step and
+    save it together: a signal may reach the hosts at different times, or only one of them.
+    (JAX's ``multihost_utils.reached_preemption_sync_point`` needs a call at every step and
+    only knows SIGTERM; the loop's host events come once per segment.)"""
+    if jax.process_count() == 1:
+      return self.signum
+    return int(np.max(multihost_utils.process_allgather(np.int32(self.signum))))
+
+
+def _installable(handler):
+  # signal.signal returns None for a handler not set from Python; the default stands in for it
+  return signal.SIG_DFL if handler is None else handler
 
 
 # ---------------------------------------------------------------------------------------------
@@ -489,6 +536,7 @@ class Trainer:
     self.logs = [RunLog(runs, k, names, weight_dim) for k in range(runs.num_runs)]
     self.start = self._restore()
     self._open_records()
+    self.signals = SignalGuard()
 
   def _first_meta_sets(self) -> None:
     """Epoch 0's method-picked meta sets, where the shapes need them before training (no
@@ -610,14 +658,45 @@ class Trainer:
   # -- resume --------------------------------------------------------------------------------
 
   def _restore(self) -> int:
-    """Continue from the latest step every run saved (0: a fresh start)."""
+    """Continue from the latest step every run saved and that restores (0: a fresh start).
+
+    A checkpoint that cannot be restored (truncated, a file missing, another structure) is
+    skipped for the one before it; once one restores, each skipped one is reported on one line
+    and deleted (so that its step is saved again). When none restores the launch stops
+    (:class:`ConfigError`, nothing deleted) rather than train from scratch over them, unless
+    ``restart`` asks for exactly that."""
     r = self.runs
     if self.logs[0].ckpt is None:
       return 0
-    common = set.intersection(*[set(log.ckpt.all_steps()) for log in self.logs])
-    if not common:
+    if r.config.restart:
+      self._delete_previous_run()
       return 0
-    step = max(common)
+    common = sorted(set.intersection(*[set(log.ckpt.all_steps()) for log in self.logs]))
+    where = self.logs[0].ckpt.dir + (" (and the other seeds')" if r.batched else "")
+    broken = []  # (step, reason), newest first
+    for step in reversed(common):
+      try:
+        self._restore_step(step)
+      except Exception as e:  # noqa: BLE001 -- orbax/tensorstore raise many kinds for a bad file
+        broken.append((step, fileio.reason(e).split(" See full TensorStore details")[0][:200]))
+        continue
+      for bad, reason in broken:  # only now: nothing is deleted unless an older one restores
+        if parallel.is_primary():
+          print(f"gdw_jax: warning: checkpoint {bad} in {where} cannot be restored ({reason}); "
+                f"deleted it, resuming from step {step}", file=sys.stderr, flush=True)
+        for log in self.logs:
+          log.ckpt.discard(bad)
+      return step
+    if broken:
+      raise ConfigError(
+          f"the checkpoints in {where} (steps {', '.join(map(str, common))}) cannot be "
+          f"restored: step {broken[0][0]}: {broken[0][1]}; --config.restart=true starts from "
+          f"scratch, deleting them")
+    return 0
+
+  def _restore_step(self, step: int) -> None:
+    """Every run's state and records at ``step``."""
+    r = self.runs
     restored = []
     for k, log in enumerate(self.logs):
       target = self.state if not r.batched else _single_device_target(self.state)
@@ -633,7 +712,18 @@ class Trainer:
       self.state = restored[0]
     if step % r.steps_per_epoch and self.metasets.has_hook:  # mid-epoch: that epoch's meta set
       self.inputs.set_meta(*self.metasets.rows_and_labels(), self.metasets.batch_size)
-    return int(step)
+
+  def _delete_previous_run(self) -> None:
+    """``restart``: the checkpoints and completion files of an earlier run in the workdir go
+    (metrics.jsonl is rewritten from no rows when the records open)."""
+    for log in self.logs:
+      for step in log.ckpt.all_steps():
+        log.ckpt.discard(step)
+    if parallel.is_primary():
+      for path in [os.path.join(w, "final.json") for w in self.runs.workdirs] + [
+          os.path.join(self.runs.workdir, "summary.json")]:
+        if os.path.exists(path):
+          os.remove(path)
 
   # -- the loop ------------------------------------------------------------------------------
 
@@ -645,31 +735,36 @@ class Trainer:
                disable=not r.config.progress or not parallel.is_primary())
     step = self.start
     try:
-      while step < total:
-        epoch = step // spe
-        if step % spe == 0:
-          self._start_epoch(epoch)
-        stop = self._segment_end(step)
-        self._run_segment(step, stop)
-        bar.update(stop - step)
-        step = stop
-        test_accs = self._end_epoch(epoch) if step % spe == 0 else None
-        self._show(bar, epoch)
-        if self._save_due(step, self._new_best(test_accs)):
-          self.save(step, test_accs)
-        if self.stop_requested():
-          break
+      with self.signals:
+        while step < total:
+          epoch = step // spe
+          if step % spe == 0:
+            self._start_epoch(epoch)
+          stop = self._segment_end(step)
+          self._run_segment(step, stop)
+          bar.update(stop - step)
+          step = stop
+          test_accs = self._end_epoch(epoch) if step % spe == 0 else None
+          self._show(bar, epoch)
+          signum = self.signals.requested()
+          if self._save_due(step, self._new_best(test_accs)) or (signum and r.config.checkpoint):
+            self.save(step, test_accs)
+          if signum and step < total:
+            self._stop(signum, step)
     finally:
       bar.close()
       self.inputs.close()
       for log in self.logs:
         log.close()
 
-  def stop_requested(self) -> bool:
-    """Checked between segments, after any save. Issue 14 (preemption) sets it from a
-    SIGTERM/SIGINT handler: then save the current step, write the metrics and exit
-    128 + signal."""
-    return False
+  def _stop(self, signum: int, step: int) -> None:
+    """A signal came: the step's checkpoint committed (the metrics rows are written at each
+    epoch end, the rest is in the checkpoint), then :class:`gdw_jax.train.Preempted`."""
+    for log in self.logs:
+      if log.ckpt is not None:
+        log.ckpt.wait()
+    raise train.Preempted(signum, step, self.runs.steps_per_epoch,
+                          saved=bool(self.runs.config.checkpoint))
 
   def _segment_end(self, step: int) -> int:
     """The next host event after ``step``: an epoch end, a checkpoint step, the last step, or

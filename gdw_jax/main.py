@@ -5,7 +5,9 @@ Any config key can be overridden, e.g. ``--config.method=mwnet --config.noise_ra
 Methods defined outside the package run with ``--config.plugins=my_module,...`` (imported before
 the config file is read, so their option groups can be overridden too, e.g.
 ``--config.plugins=examples.my_method --config.method=small_loss --config.small_loss.keep=0.7``).
-Kept thin: the work is in :func:`gdw_jax.train.train_and_evaluate`, importable from notebooks.
+Exit status: 0 done, 2 a config error, 3 a non-finite step, 4 a file that cannot be written,
+128 + signal after a SIGTERM / SIGINT (saved; the same command resumes). Kept thin: the work is
+in :func:`gdw_jax.train.train_and_evaluate`, importable from notebooks.
 """
 import os
 import sys
@@ -86,7 +88,7 @@ def main(argv):
     # app.run raises absl logging to INFO; orbax then logs ~30 lines per checkpoint save, which
     # bury the progress bar. Warnings still show; --verbosity=0 brings the INFO lines back.
     logging.set_verbosity(logging.WARNING)
-  from gdw_jax import train, validation  # after flag parsing: keeps --help fast
+  from gdw_jax import fileio, train, validation  # after flag parsing: keeps --help fast
   if _CPU_FLAGS:
     print(cpu_flags.describe(_CPU_FLAGS), file=sys.stderr)
   try:
@@ -98,6 +100,12 @@ def main(argv):
   except train.NonFiniteError as e:
     print(f"gdw_jax: error: {e}", file=sys.stderr)
     sys.exit(3)
+  except fileio.WriteError as e:  # disk full, read-only workdir: the files written stay whole
+    print(f"gdw_jax: error: {e}", file=sys.stderr)
+    sys.exit(4)
+  except train.Preempted as e:  # SIGTERM / SIGINT: saved; the same command resumes
+    print(f"gdw_jax: {e}", file=sys.stderr)
+    sys.exit(e.exit_code)
   if FLAGS.config.seeds:  # several runs: the summary table (mean ± std over seeds)
     from gdw_jax import runs
     print(runs.summary_table(final))

@@ -119,7 +119,8 @@ class Recorder:
 class Writer:
   """``metrics.jsonl`` (one row per epoch) and, optionally, TensorBoard scalars.
 
-  On resume the JSONL file is rewritten from the checkpointed rows, dropping any row a killed
+  The file is written atomically (:mod:`gdw_jax.fileio`) after every row. On resume it is
+  rewritten from the checkpointed rows, dropping any row a killed
   session wrote after its last checkpoint. TensorBoard uses ``tensorboardX`` (no TensorFlow);
   a resumed run appends a new event file, so epochs past the checkpoint appear twice there.
   """
@@ -131,7 +132,8 @@ class Writer:
     self.tb = None
     if not enabled:
       return
-    fileio.write_text(self.path, "".join(json.dumps(r) + "\n" for r in rows))
+    self.text = "".join(json.dumps(r) + "\n" for r in rows)
+    fileio.write_text(self.path, self.text)
     if tensorboard:
       import tensorboardX  # optional extra: pip install gdw_jax[tensorboard]
       self.tb = tensorboardX.SummaryWriter(os.path.join(workdir, "tensorboard"))
@@ -139,8 +141,10 @@ class Writer:
   def write(self, row: Dict[str, Any]) -> None:
     if not self.enabled:
       return
-    with open(self.path, "a") as f:
-      f.write(json.dumps(row) + "\n")
+    # Rewritten whole (atomic) rather than appended: a failing write (disk full) cannot leave
+    # half a row; a few hundred rows cost nothing to rewrite once per epoch.
+    self.text += json.dumps(row) + "\n"
+    fileio.write_text(self.path, self.text)
     if self.tb is not None:
       for k, v in row.items():
         if k not in ("epoch", "step") and isinstance(v, (int, float)):

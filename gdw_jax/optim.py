@@ -70,7 +70,7 @@ def lr_schedule(config, steps_per_epoch: int):
       return jnp.where(t < 0, base, cos)
   else:
     raise ValueError(f"unknown lr_schedule {kind!r}; valid: {', '.join(LR_SCHEDULES)}")
-  warmup = int(config.get("lr_warmup_epochs", 0) or 0)
+  warmup = int(config.lr_warmup_epochs)
   if not warmup:
     return sched
   # LDAM-DRW: ``if epoch <= 5: lr = lr * epoch / 5`` with the 1-based epoch.
@@ -175,6 +175,8 @@ def set_learning_rate(opt_state, lr):
 def from_config(group) -> optax.GradientTransformation:
   """Optimizer of a config group with keys optimizer, lr, weight_decay, (momentum, nesterov,
   amsgrad), e.g. ``config.vnet``."""
+  # momentum / nesterov / amsgrad exist only in the groups whose optimizer has them (a method's
+  # OptionGroup declares its own keys): absent means the optimizer's plain form.
   return make(group.optimizer, float(group.lr), weight_decay=float(group.weight_decay),
               momentum=float(group.get("momentum", 0.0)),
               nesterov=bool(group.get("nesterov", False)),

@@ -37,10 +37,10 @@ SEEDS = "seeds"
 
 def initialize(config) -> None:
   """Start the multi-host runtime if ``config.distributed`` (idempotent; before any jax work)."""
-  if not config.get("distributed", False) or jax.distributed.is_initialized():
+  if not config.distributed or jax.distributed.is_initialized():
     return
   kwargs = {}
-  if config.get("coordinator_address"):
+  if config.coordinator_address:
     kwargs = dict(coordinator_address=config.coordinator_address,
                   num_processes=int(config.num_processes), process_id=int(config.process_id))
   jax.distributed.initialize(**kwargs)
@@ -48,7 +48,7 @@ def initialize(config) -> None:
 
 def device_count(config) -> int:
   """How many devices the run uses: ``config.num_devices`` or, if 0, all of them."""
-  return int(config.get("num_devices", 0) or jax.device_count())
+  return int(config.num_devices or jax.device_count())
 
 
 def seed_axis_size(num_runs: int, num_devices: int) -> int:

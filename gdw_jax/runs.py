@@ -290,7 +290,7 @@ def write_start_files(runs: Runs) -> None:
     fileio.write_json(os.path.join(runs.workdir, "config.json"),
                       json.loads(runs.config.to_json_best_effort()))
   for config, workdir, ds in zip(runs.configs, runs.workdirs, runs.datasets):
-    os.makedirs(workdir, exist_ok=True)
+    fileio.makedirs(workdir)
     fileio.write_json(os.path.join(workdir, "config.json"),
                       json.loads(config.to_json_best_effort()))
     fileio.write_json(os.path.join(workdir, "data.json"), ds.summary())

@@ -22,6 +22,7 @@ inside a method's meta step use batch statistics and their BN updates are droppe
 from __future__ import annotations
 
 import functools
+import signal
 from typing import Any, Callable, Dict, NamedTuple, Optional
 
 import flax
@@ -201,6 +202,23 @@ def _eval_result(pred, ce, y) -> Dict[str, Any]:
 
 class NonFiniteError(FloatingPointError):
   """A NaN/inf in a loss, the weights, the parameters or a state: the run stops, unsaved."""
+
+
+class Preempted(Exception):
+  """A SIGTERM or SIGINT stopped the launch after step ``step``, saved (``checkpoint=True``):
+  the same launch again resumes from there. The command line exits with :attr:`exit_code`."""
+
+  def __init__(self, signum: int, step: int, steps_per_epoch: int, saved: bool):
+    self.signum, self.step, self.saved = int(signum), int(step), saved
+    how = ("run the same command again to resume" if saved else
+           "nothing was saved (checkpoint=false)")
+    super().__init__(f"stopped by {signal.Signals(self.signum).name} at step {step} "
+                     f"(epoch {step / steps_per_epoch:.2f}); {how}")
+
+  @property
+  def exit_code(self) -> int:
+    """``128 + signal``, the shell's convention for a process ended by a signal."""
+    return 128 + self.signum
 
 
 def _all_finite(tree):

@@ -35,7 +35,8 @@ from gdw_jax.options import present as _present
 RUNTIME_KEYS = ("progress", "tensorboard", "checkpoint", "checkpoint_every_steps",
                 "keep_checkpoints", "checkpoint_best", "num_devices", "distributed",
                 "coordinator_address", "num_processes", "process_id", "data_placement",
-                "steps_per_call", "plugins", "stream_workers", "stream_threads", "stream_prefetch")
+                "steps_per_call", "plugins", "stream_workers", "stream_threads", "stream_prefetch",
+                "restart")
 
 DATA_PLACEMENTS = ("auto", "device", "host")
 
@@ -43,7 +44,7 @@ BOOL_KEYS = ("drop_last", "nesterov", "progress", "checkpoint", "checkpoint_best
              "noise_on_given_labels",
              "meta_from_train", "allow_missing_meta_classes", "skip_bad_images",
              "image_normalize", "image_flip",
-             "distributed")
+             "distributed", "restart")
 
 
 def _bool(config, key) -> None:
@@ -317,10 +318,6 @@ def _validate_seeds(config) -> None:
       isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 0 for s in seeds),
          f"seeds must be non-negative integers (e.g. --config.seeds=0,1,2), got {seeds!r}")
   _check(len(set(seeds)) == len(seeds), f"seeds has a repeated seed: {tuple(seeds)}")
-  if seeds and config.checkpoint:
-    _check(config.keep_checkpoints >= 2,
-           "keep_checkpoints must be >= 2 with seeds (a kill between the runs' saves must leave "
-           "a step every run has)")
 
 
 def _validate_run_options(config) -> None:
@@ -331,6 +328,10 @@ def _validate_run_options(config) -> None:
   _number(config, "num_devices", 0, integer=True)
   _number(config, "checkpoint_every_steps", 0, integer=True)
   _number(config, "keep_checkpoints", 1, integer=True)
+  if config.checkpoint:
+    _check(config.keep_checkpoints >= 2,
+           "keep_checkpoints must be >= 2 (a checkpoint that cannot be restored falls back to the "
+           "one before; with seeds, a kill between the runs' saves must leave a step all have)")
   _validate_seeds(config)
   if config.tensorboard:
     from gdw_jax import metrics

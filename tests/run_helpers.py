@@ -19,7 +19,8 @@ atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 # a global step, the process SIGKILLs itself (no cleanup of any kind) when the loop asks for that
 # step's batch (the compiled path asks for a chunk's batches before running it): a hard kill at a
 # known point, after the checkpoints before it were committed (saves run in the background; the
-# driver waits for them so that the point is deterministic).
+# driver waits for them so that the point is deterministic). With SIGNAL_AT, it sends itself a
+# SIGTERM there instead (a preemption notice: the loop saves at its next segment end and stops).
 DRIVER = r"""
 import json, os, signal, sys
 from configs import digits
@@ -43,7 +44,9 @@ for key, value in overrides.items():
     node = node[p]
   node[leaf] = tuple(value) if isinstance(value, list) else value
 
-if kill_at >= 0:
+signal_at = int(os.environ.get("SIGNAL_AT", "-1"))
+SENT = []
+if kill_at >= 0 or signal_at >= 0:
   real = pipeline.train_batch_indices
   def train_batch_indices(n, batch_size, seed, epoch, step):
     spe = pipeline.steps_per_epoch(n, batch_size, config.drop_last)
@@ -51,6 +54,9 @@ if kill_at >= 0:
       for ckpt in OPEN:
         ckpt.wait()
       os.kill(os.getpid(), signal.SIGKILL)
+    if epoch * spe + step == signal_at and not SENT:  # once: a second SIGTERM ends the process
+      SENT.append(step)
+      os.kill(os.getpid(), signal.SIGTERM)
     return real(n, batch_size, seed, epoch, step)
   pipeline.train_batch_indices = train_batch_indices
 try:
@@ -58,6 +64,9 @@ try:
 except train.ConfigError as e:
   print("CONFIG_ERROR:", e)
   sys.exit(2)
+except train.Preempted as e:  # as the command line (gdw_jax/main.py)
+  print(f"gdw_jax: {e}", file=sys.stderr)
+  sys.exit(e.exit_code)
 """
 
 
@@ -70,6 +79,7 @@ def env(devices=1):
            JAX_COMPILATION_CACHE_DIR=_CACHE, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
            JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
   e.pop("KILL_AT", None)
+  e.pop("SIGNAL_AT", None)
   return e
 
 
@@ -79,11 +89,13 @@ def python(code, devices=1):
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def start(overrides, workdir, devices=1, kill_at=None, extra_env=None):
+def start(overrides, workdir, devices=1, kill_at=None, signal_at=None, extra_env=None):
   """Start a training subprocess (``Popen``) on ``devices`` fake CPU devices."""
   env = globals()["env"](devices)
   if kill_at is not None:
     env["KILL_AT"] = str(kill_at)
+  if signal_at is not None:
+    env["SIGNAL_AT"] = str(signal_at)
   env.update(extra_env or {})
   cfg = dict(progress=False)
   cfg.update(overrides)

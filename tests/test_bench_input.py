@@ -24,7 +24,9 @@ def test_bench_input_smoke(tmp_path):
                         "--steps", "5", "--step-steps", "2", "--batch-size", "20",
                         "--meta-batch-size", "10", "--json", str(out)])
   assert json.load(open(out)) == r
-  assert r["input_images_per_s"] > 0 and r["step_images_per_s"] > 0
+  # the stages add up to the timed input step: images/s = batch / (sum of the stages' seconds)
+  step_us = sum(r["input_stage_us_per_step"].values())
+  assert r["input_images_per_s"] == pytest.approx(20 * 1e6 / step_us, rel=1e-2)
   assert r["ratio"] == pytest.approx(r["input_images_per_s"] / r["step_images_per_s"], rel=1e-2)
   assert set(r["input_stage_us_per_step"]) == {"indices", "gather", "transfer", "augment"}
 

@@ -78,9 +78,12 @@ def test_trained_mwnet_and_gdw_rank_the_mislabelled_digits_first(trained, method
   assert "## Label issues" in text and f"| {score} (method's) | {d['auroc']:.3f} |" in text
 
 
-def test_report_summary_has_each_scores_detection(trained):
-  report.write_report(str(trained["mwnet"]))
-  summary = json.loads((trained["mwnet"] / "analysis.json").read_text())
+@pytest.mark.parametrize("method", ["mwnet", "gdw"])
+def test_report_summary_has_each_scores_detection(trained, method):
+  """Both methods' per-sample weights (not only their label scores) put the mislabelled digits
+  first (measured, seed 0: weight AUROC 0.9957 MW-Net, 0.9952 GDW)."""
+  report.write_report(str(trained[method]))
+  summary = json.loads((trained[method] / "analysis.json").read_text())
   assert set(summary["label_issues"]) == {"probability", "weight"}
   assert summary["label_issues"]["weight"]["auroc"] > AUROC_MIN
 

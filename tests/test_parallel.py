@@ -1,5 +1,6 @@
-"""Data parallelism: 1 device == 4 devices == 2 hosts x 2 devices, and the batch policy; several
-seeds: 4 seeds on 4 devices (one run each) and 2 seeds on 2 x 2 devices == 4 seeds on 1 device.
+"""Data parallelism: 1 device == 4 devices == 2 hosts x 2 devices (also when stopped by a SIGTERM
+on one host and resumed), and the batch policy; several seeds: 4 seeds on 4 devices (one run
+each) and 2 seeds on 2 x 2 devices == 4 seeds on 1 device.
 
 Fake CPU devices need XLA_FLAGS before jax starts, so every run here is a subprocess.
 """
@@ -65,7 +66,14 @@ def runs(tmp_path_factory):
   port = _free_port()
   hosts = [dict(CONFIG, distributed=True, coordinator_address=f"localhost:{port}",
                 num_processes=2, process_id=i) for i in range(2)]
+  # The same 2 hosts with calls of 4 steps; host 0 alone gets a SIGTERM when asking for step
+  # 5's batch: both must stop after step 8 (the end of that call) and save it together.
+  sig_port = _free_port()
+  sig_hosts = [dict(h, coordinator_address=f"localhost:{sig_port}", steps_per_call=4)
+               for h in hosts]
   procs = {
+      "sig0": rh.start(sig_hosts[0], root / "sig", devices=2, signal_at=5),
+      "sig1": rh.start(sig_hosts[1], root / "sig", devices=2),
       "one": rh.start(CONFIG, root / "one", devices=1),
       "four": rh.start(CONFIG, root / "four", devices=4),
       "host0": rh.start(hosts[0], root / "hosts", devices=2),
@@ -77,12 +85,18 @@ def runs(tmp_path_factory):
       "probe": rh.python(PROBE, devices=4),
   }
   results = {k: rh.finish(p) for k, p in procs.items()}
+  resumed = []
+  if all(results[h][0] == 128 + 15 for h in ("sig0", "sig1")):
+    results["sig_steps"] = checkpoint.steps(str(root / "sig"))
+    resumed = [rh.start(h, root / "sig", devices=2) for h in sig_hosts]
   if all(results[h][0] == 0 for h in ("host0", "host1")):
     # both hosts again on the finished workdir: a collective restore, then the final files
     first = rh.read_final(root / "hosts")
     again = [rh.start(h, root / "hosts", devices=2) for h in hosts]
     results["rerun0"], results["rerun1"] = [rh.finish(p) for p in again]
     results["hosts_first_final"] = first
+  if resumed:
+    results["sig_resumed0"], results["sig_resumed1"] = [rh.finish(p) for p in resumed]
   return root, results
 
 
@@ -133,6 +147,29 @@ def test_two_hosts_match_one(runs):
   assert rh.without_timing(results["hosts_first_final"]) == \
       rh.without_timing(rh.read_final(root / "hosts"))
   assert checkpoint.steps(str(root / "hosts"))[-1] == 22
+
+
+def test_sigterm_on_one_of_two_hosts_stops_both_at_one_step_and_resumes_exactly(runs):
+  root, results = runs
+  stopped = "gdw_jax: stopped by SIGTERM at step 8 (epoch 0.73); run the same command again"
+  for name in ("sig0", "sig1"):
+    rc, _, err = results[name]
+    assert rc == 128 + 15, f"{name} ({rc}):\n{err[-3000:]}"
+    assert err.splitlines()[-1].startswith(stopped), err[-3000:]
+  assert results["sig_steps"] == [8]  # saved by both hosts, collectively
+  _ok(results, "sig_resumed0")
+  _ok(results, "sig_resumed1")
+  _ok(results, "host0")
+  a, b = root / "hosts", root / "sig"
+  assert rh.without_timing(rh.read_final(a)) == rh.without_timing(rh.read_final(b))
+  assert [rh.without_timing(r) for r in rh.read_rows(a)] == \
+      [rh.without_timing(r) for r in rh.read_rows(b)]
+  np.testing.assert_array_equal(np.load(a / "sample_weights.npz")["instance_weight"],
+                                np.load(b / "sample_weights.npz")["instance_weight"])
+  ca, cb = checkpoint.load(str(a)), checkpoint.load(str(b))
+  assert int(ca["state"]["step"]) == int(cb["state"]["step"]) == 22
+  for x, y in zip(jax.tree.leaves(ca["state"]), jax.tree.leaves(cb["state"])):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
 def test_four_seeds_on_four_devices_match_one_device(runs):

@@ -64,14 +64,27 @@ def test_erm_skips_weights_and_splits_head_tail(runs):
   assert "Test accuracy: head" in open(os.path.join(runs["erm"], "report.md")).read()
 
 
+def test_detection_auc_on_a_hand_made_case():
+  """Clean weights 0.9, 0.5, 0.5; noisy 0.5, 0.1; one unseen (NaN): of the 6 (clean, noisy)
+  pairs, 4 ordered right and 2 ties -> (4 + 2/2) / 6."""
+  w = np.array([0.9, 0.5, 0.5, 0.5, 0.1, np.nan])
+  noisy = np.array([False, False, False, True, True, True])
+  assert stats.detection_auc(w, noisy) == pytest.approx(5 / 6)
+  assert stats.detection_auc(w[:3], noisy[:3]) is None  # no noisy sample: undefined
+
+
 @pytest.mark.parametrize("method", ["mwnet", "gdw"])
 def test_detection_numbers_match_saved_weights(runs, method):
   run = load_run(runs[method])
   summary = json.load(open(os.path.join(runs[method], "analysis.json")))
   last = run.weights["instance_weight"][-1]
   noisy = run.weights["noisy_labels"] != run.weights["true_labels"]
-  assert 0.0 <= summary["detection_auc"] <= 1.0
-  assert summary["detection_auc"] == pytest.approx(stats.detection_auc(last, noisy))
+  # independently: the share of (clean, noisy) pairs whose clean sample weighs more (ties 1/2),
+  # over the samples with a weight that epoch
+  seen = np.isfinite(last)
+  clean_w, noisy_w = last[seen & ~noisy][:, None], last[seen & noisy][None, :]
+  pairs = np.mean((clean_w > noisy_w) + 0.5 * (clean_w == noisy_w))
+  assert summary["detection_auc"] == pytest.approx(pairs, abs=1e-9)
   assert summary["weight_noisy_mean"] == pytest.approx(float(np.mean(last[noisy])), rel=1e-6)
   assert f"AUC **{summary['detection_auc']:.3f}**" in \
       open(os.path.join(runs[method], "report.md")).read()

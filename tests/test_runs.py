@@ -125,7 +125,7 @@ def _config(**kw):
 @pytest.mark.parametrize("overrides,message", [
     (dict(seeds=(1, 2, 1)), "seeds has a repeated seed: (1, 2, 1)"),
     (dict(seeds=(0, -1)), "seeds must be non-negative integers"),
-    (dict(seeds=(0, 1), keep_checkpoints=1), "keep_checkpoints must be >= 2 with seeds"),
+    (dict(seeds=(0, 1), keep_checkpoints=1), "keep_checkpoints must be >= 2 (a checkpoint"),
 ])
 def test_bad_seeds_are_config_errors(tmp_path, overrides, message):
   with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):

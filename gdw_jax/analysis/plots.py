@@ -14,6 +14,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from gdw_jax import fileio
 from gdw_jax.analysis import stats
 from gdw_jax.analysis.weight_fn import WeightFunction, describe_classes
 from gdw_jax.analysis.workdir import Run
@@ -52,7 +53,7 @@ def _epochs(metrics: List[dict]) -> np.ndarray:
 
 
 def save(fig: Figure, path: str) -> str:
-  fig.savefig(path, dpi=110)
+  fileio.atomic(path, lambda tmp: fig.savefig(tmp, dpi=110))
   return path
 
 

@@ -101,7 +101,7 @@ class _Doc:
     self.lines.extend(lines)
 
   def figure(self, fig, name: str, caption: str):
-    os.makedirs(os.path.join(self.out_dir, FIGURES), exist_ok=True)
+    fileio.makedirs(os.path.join(self.out_dir, FIGURES))
     plots.save(fig, os.path.join(self.out_dir, FIGURES, name))
     self.figures.append(name)
     self.add(f"![{caption}]({FIGURES}/{name})", "")
@@ -115,6 +115,8 @@ class _Doc:
     except _Skip as e:
       del self.lines[start:]
       self.skipped.append(f"{title}: {e}")
+    except fileio.WriteError:  # disk full, read-only workdir: the run stops (exit status 4)
+      raise
     except Exception as e:  # noqa: BLE001 -- a report must not fail a finished run
       del self.lines[start:]
       self.skipped.append(f"{title}: failed ({type(e).__name__}: {e})")
@@ -390,10 +392,7 @@ def _finish(doc: _Doc, problems: Sequence[str]):
 
 
 def _write(doc: _Doc, path: str) -> str:
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    f.write("\n".join(doc.lines).rstrip() + "\n")
-  os.replace(tmp, path)
+  fileio.write_text(path, "\n".join(doc.lines).rstrip() + "\n")
   return path
 
 
@@ -414,7 +413,7 @@ def write_comparison(workdirs: Sequence[str], out_dir: str, loss_max: float = 10
     except Exception:  # noqa: BLE001 -- runs without a weight net simply have no curve
       wfs.append(None)
   summaries = [summarize(r, wf) for r, wf in zip(runs, wfs)]
-  os.makedirs(out_dir, exist_ok=True)
+  fileio.makedirs(out_dir)
   doc = _Doc(out_dir)
   doc.add(f"# Comparison: {plots._common_title(runs)}", "",
           f"{len(runs)} runs, written {datetime.datetime.now().isoformat(timespec='seconds')}. "

@@ -53,7 +53,7 @@ def rebuild_method(run: Run):
     raise Unavailable("data.json is missing (needed to rebuild the method)")
   if run.method_state_bytes is None:
     raise Unavailable("method_state.msgpack is missing")
-  cfg = run.config
+  cfg = run.config  # a workdir's config.json: .get for keys older runs did not write
   if cfg.get("dtype") == "float64" and not jax.config.jax_enable_x64:
     # A float64 run read in a float32 process: evaluate the curve in float32 (enough for a
     # plot) instead of flipping jax's global x64 switch behind the caller's back.

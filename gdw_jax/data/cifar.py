@@ -236,10 +236,12 @@ def load_label_file(path: str, num_images: int, num_classes: int) -> np.ndarray:
 def load(name: str, config) -> sources.Source:
   """The CIFAR source ``name`` as ``config`` asks (see the module docstring for the keys)."""
   k = NUM_CLASSES[name]
+  # cifar_archive / cifar_n / augment are configs/cifar.py's keys, not base_config's: a config
+  # built from base_config (own recipes, tests) reads CIFAR from tfds, all labels, augmented.
   archive = config.get("cifar_archive", "") or ""
-  data_dir = config.get("data_dir", "") or None
+  data_dir = config.data_dir or None
   human = config.get("cifar_n", "") or ""
-  label_file = config.get("label_file", "") or ""
+  label_file = config.label_file
   if human and human not in HUMAN_LABELS[name]:
     raise ValueError(f"unknown cifar_n label set {human!r} for {name}; valid: "
                      f"{', '.join(HUMAN_LABELS[name])}")
@@ -250,7 +252,7 @@ def load(name: str, config) -> sources.Source:
   arr = read_python_archive(archive, name) if archive else load_tfds(name, data_dir, human)
   needs_order = [what for what, on in (("label_file", label_file),
                                        ("split_rng=legacy",
-                                        config.get("split_rng", "numpy") == "legacy")) if on]
+                                        config.split_rng == "legacy")) if on]
   if needs_order and not arr.archive_order:
     raise ValueError(f"{' and '.join(needs_order)} need the images in archive order, which "
                      f"these tfds records do not give (their ids are not train_<index>)")

@@ -214,7 +214,7 @@ def build(config, source: Optional[sources.Source] = None) -> BiasedDataset:
   plan = _meta_plan(config, src, trusted)
   _check_given_noise(config, src)
   pool = np.arange(n) if trusted is None else np.setdiff1d(np.arange(n), trusted)
-  meta_seed = int(config.get("meta_seed", -1))
+  meta_seed = int(config.meta_seed)
   class_map = None
   if config.noise_type == "asym" and float(config.noise_rate) > 0:
     class_map = noise.class_map_for(config.dataset, config.asym_generator, config.class_map,
@@ -225,7 +225,7 @@ def build(config, source: Optional[sources.Source] = None) -> BiasedDataset:
       noise_rate=float(config.noise_rate), imbalance_factor=float(config.imbalance_factor),
       imbalance_type=config.imbalance_type,
       meta_per_class=int(config.meta_per_class) if plan in ("split", "from_train") else 0,
-      seed=int(config.seed), split_rng=config.get("split_rng", "numpy"),
+      seed=int(config.seed), split_rng=config.split_rng,
       meta_seed=None if meta_seed < 0 else meta_seed, noisy_labels=noisy,
       noise_on_given_labels=bool(config.noise_on_given_labels), class_map=class_map,
       asym_generator=config.asym_generator)

@@ -78,6 +78,7 @@ def digits(config) -> Source:
   d = load_digits()
   x = (d.images.astype(np.float32) / 16.0)[..., None]
   y = d.target.astype(np.int64)
+  # configs/digits.py's key; a config built from base_config gets the digits recipe's 500
   test_size = int(config.get("digits_test_size", 500))
   x_pool, x_test, y_pool, y_test = train_test_split(
       x, y, test_size=test_size, stratify=y, random_state=0)
@@ -86,5 +87,5 @@ def digits(config) -> Source:
   x_test = (x_test - mean) / std
   noisy = (label_files.load(config.label_file, 10, (y_pool.shape[0],),
                             f"{y_pool.shape[0]} (one per digits pool image)")
-           if config.get("label_file") else None)
+           if config.label_file else None)
   return Source("digits", x_pool, y_pool, x_test, y_test, 10, y_pool_noisy=noisy)

@@ -24,6 +24,8 @@ from typing import Dict
 
 import numpy as np
 
+from gdw_jax import fileio
+
 _HEAD = re.compile(r"^classfier\.layers\.(\d+)\.0\.(weight|bias)$")
 
 
@@ -98,7 +100,8 @@ def load(path: str) -> Dict[str, np.ndarray]:
 
 def save(path: str, params) -> None:
   """Write a net's parameters as a PyTorch-named ``.npz`` (loadable by :func:`load`)."""
-  np.savez(path, **to_torch(params))
+  path = path if path.endswith(".npz") else path + ".npz"  # as np.savez names it
+  fileio.save_npz(path, **to_torch(params))
 
 
 def net_params_from_state(method_state) -> dict:

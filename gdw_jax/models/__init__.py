@@ -69,6 +69,9 @@ def names():
 
 
 def get(name: str, num_classes: int, config=None, dtype=jnp.float32) -> ModelFns:
+  """Model ``name``. ``config`` may be None (library use, ``models.get('resnet32', 10)``) or a
+  config without one model's keys (``mlp_hidden`` is digits', ``wrn_depth`` CIFAR's): the
+  factories read their options with ``config.get(key, default)`` for that reason."""
   if name not in _MODELS:
     raise ValueError(f"unknown model {name!r}; valid: {', '.join(names())}")
   return functional(_MODELS[name](num_classes, config or {}, dtype))
