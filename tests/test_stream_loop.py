@@ -3,6 +3,7 @@ the in-memory run on the same folder, and a streamed run stopped mid-epoch and r
 uninterrupted one (bit for bit on CPU)."""
 import json
 import os
+import signal
 
 import jax
 import numpy as np
@@ -72,9 +73,11 @@ def test_streamed_run_stopped_mid_epoch_and_resumed_equals_the_uninterrupted_one
     folders, finished, tmp_path, monkeypatch):
   c = _config(*folders, "stream")
   workdir = str(tmp_path / "stopped")
-  monkeypatch.setattr(loop.Trainer, "stop_requested", lambda self: True)
+  # a SIGTERM seen after the first segment (steps 0..2): saved at step 3 (mid-epoch 0), stopped
+  monkeypatch.setattr(loop.SignalGuard, "requested", lambda self: signal.SIGTERM)
   trainer = loop.Trainer(runs.prepare(c, workdir))
-  trainer.train()  # stops after the first segment: steps 0..2, saved at step 3 (mid-epoch 0)
+  with pytest.raises(train.Preempted):
+    trainer.train()
   monkeypatch.undo()
   assert checkpoint.steps(workdir) == [3]
   assert not os.path.exists(os.path.join(workdir, "final.json"))
