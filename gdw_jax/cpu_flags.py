@@ -5,11 +5,16 @@ GFLOP/s on some x86 machines: a ResNet-32 training step took 4.2 s by default an
 ``--xla_cpu_experimental_ynn_fusion_type=-individual_convolution`` on a 2-core AMD EPYC (Zen 3),
 and 1.01 s vs 0.74 s on a 2-core Intel Xeon (docs/benchmarks.md). The flag only moves those
 convolutions back to XLA's own emitter: results differ from the default by float32 summation
-order (both ~1e-3 from a float64 reference, as any two float32 orders do).
+order (both ~1e-3 from a float64 reference, as any two float32 orders do). For **float64** the
+same flag is a loss: XLA's own emitter is 2.5x slower than the default on a float64 convolution
+with its gradients (531 vs 216 ms, Intel Xeon), and the float64 ResNet-32 parity check took 180 s
+instead of 59 s. So the flags are for float32 / bfloat16 compute only: :func:`apply` with
+``dtype="float64"`` adds nothing.
 
 :func:`apply` adds :data:`FAST_FLAGS` to ``XLA_FLAGS`` for the CLI, the benchmarks and the test
 suite, unless
 
+* the run computes in float64 (``dtype="float64"``: slower with the flag, above),
 * the backend will not be the CPU (``JAX_PLATFORMS`` names another platform first, or an
   accelerator plugin for jax is installed and ``JAX_PLATFORMS`` is unset),
 * the user already set a flag of that name in ``XLA_FLAGS`` (theirs wins),
@@ -111,13 +116,14 @@ def supported(flags: List[str]) -> List[str]:
   return [f for f in flags if known.get(f)]
 
 
-def apply(environ=None) -> Tuple[str, ...]:
+def apply(environ=None, dtype: str = "float32") -> Tuple[str, ...]:
   """Add the fast CPU flags to ``XLA_FLAGS`` where they apply (see the module docstring);
   returns the flags added (empty if none). ``environ``: this process's environment (default),
-  or a subprocess's (then whether JAX has started here does not matter)."""
+  or a subprocess's (then whether JAX has started here does not matter). ``dtype``: the
+  computation's float type (``config.dtype``); float64 gets no flags."""
   own = environ is None or environ is os.environ
   environ = os.environ if environ is None else environ
-  if environ.get(OPT_OUT, "1").strip().lower() in ("0", "false", "no"):
+  if environ.get(OPT_OUT, "1").strip().lower() in ("0", "false", "no") or dtype == "float64":
     return ()
   if not backend_is_cpu(environ) or (own and _jax_started()):
     return ()

@@ -12,12 +12,10 @@ in :func:`gdw_jax.train.train_and_evaluate`, importable from notebooks.
 import os
 import sys
 
+from absl import app, flags, logging
+from ml_collections import config_flags
+
 from gdw_jax import cpu_flags
-
-_CPU_FLAGS = cpu_flags.apply()  # before anything initialises JAX: XLA reads its flags once
-
-from absl import app, flags, logging  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                "configs", "digits.py")
@@ -89,8 +87,11 @@ def main(argv):
     # bury the progress bar. Warnings still show; --verbosity=0 brings the INFO lines back.
     logging.set_verbosity(logging.WARNING)
   from gdw_jax import fileio, train, validation  # after flag parsing: keeps --help fast
-  if _CPU_FLAGS:
-    print(cpu_flags.describe(_CPU_FLAGS), file=sys.stderr)
+  # Before anything initialises JAX's backends (XLA reads its flags once); reading the config
+  # and importing jax do not. float64 runs keep XLA's defaults (faster there: cpu_flags.py).
+  added = cpu_flags.apply(dtype=FLAGS.config.dtype)
+  if added:
+    print(cpu_flags.describe(added), file=sys.stderr)
   try:
     validation.check_overrides(FLAGS.config, config_flags.get_override_values(FLAGS["config"]))
     final = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)

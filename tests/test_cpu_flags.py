@@ -46,6 +46,14 @@ def test_not_applied_off_cpu_or_when_opted_out(cache, env):
   assert "XLA_FLAGS" not in env
 
 
+def test_not_applied_to_float64_computations(cache):
+  """float64 convolutions are slower with the flag (cpu_flags' docstring): a float64 run keeps
+  XLA's defaults, a float32 or bfloat16 one gets the flag."""
+  env = {"JAX_PLATFORMS": "cpu"}
+  assert cpu_flags.apply(env, dtype="float64") == () and "XLA_FLAGS" not in env
+  assert cpu_flags.apply(env, dtype="bfloat16") and FLAG in env["XLA_FLAGS"]
+
+
 def test_too_late_once_jax_has_started(cache, monkeypatch):
   """This process's flags can no longer change; a subprocess's environment still can."""
   monkeypatch.setattr(cpu_flags, "_jax_started", lambda: True)
