@@ -1,16 +1,18 @@
 """Step parity with the official GDW / MW-Net code on the recorded float64 fixtures.
 
-The two real runs (one compile each, ~1-2 min together on 2 CPU cores) are shared by every
-assertion through module-scoped fixtures. Missing fixtures fail the suite: never skipped.
+The five real runs (float64 ResNet-32 steps, about a minute each on 2 CPU cores) run once, in
+one subprocess shared by every assertion through a module-scoped fixture. Missing fixtures fail
+the suite: never skipped.
 """
 import os
+import pickle
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from gdw_jax import parity
+from gdw_jax import cpu_flags, parity
 
 from tests.official_fixtures import fixture_path
 
@@ -24,23 +26,39 @@ FILES = {"gdw": GDW, "mwnet": MWNET, "gdw_epoch20": GDW_EPOCH20}
 NUM_TENSORS = 95 + 62 + 4 + 2
 
 
-_REPORTS = {}
+# (fixture, route) pairs: every fixture by reverse mode, and GDW's (epoch 0 and 20) also by the
+# JVP route (issue 17: GDW with both routes; MW-Net's JVP route is the same code as GDW's and is
+# checked against reverse mode in float64 by tests/test_hypergrad.py).
+CASES = [("gdw", "autodiff"), ("gdw", "jvp"), ("mwnet", "autodiff"),
+         ("gdw_epoch20", "autodiff"), ("gdw_epoch20", "jvp")]
+_WORKER = """
+import pickle, sys
+from gdw_jax import parity
+out = {}
+for which, path, hypergrad in pickle.loads(sys.stdin.buffer.read()):
+  out[(which, hypergrad)] = parity.check(path, hypergrad=hypergrad)
+sys.stdout.buffer.write(pickle.dumps(out))
+"""
 
 
-def _report(which: str, hypergrad: str):
-  """Each (fixture, route) runs once per test session (float64 ResNet-32 steps are slow)."""
-  key = (which, hypergrad)
-  if key not in _REPORTS:
-    _REPORTS[key] = parity.check(fixture_path(FILES[which]), hypergrad=hypergrad)
-  return _REPORTS[key]
+@pytest.fixture(scope="module")
+def reports():
+  """Every case's report, computed once in one subprocess with XLA's default CPU flags: the
+  suite's fast float32 flag (tests/conftest.py) makes these float64 convolutions ~3x slower
+  (gdw_jax/cpu_flags.py), and ``python -m gdw_jax.parity`` runs without it too."""
+  todo = [(which, fixture_path(FILES[which]), route) for which, route in CASES]
+  env = {**os.environ, cpu_flags.OPT_OUT: "0", "XLA_FLAGS": cpu_flags.user_flags()}
+  out = subprocess.run([sys.executable, "-c", _WORKER], cwd=ROOT, env=env,
+                       input=pickle.dumps(todo), capture_output=True, timeout=1800)
+  assert out.returncode == 0, out.stderr.decode()[-3000:]
+  return pickle.loads(out.stdout)
 
 
-@pytest.mark.parametrize("hypergrad", ["autodiff", "jvp"])
-@pytest.mark.parametrize("which", ["gdw", "mwnet", "gdw_epoch20"])
-def test_official_step_parity(which, hypergrad):
+@pytest.mark.parametrize("which,hypergrad", CASES)
+def test_official_step_parity(reports, which, hypergrad):
   """Every fixture, at any epoch: the epoch-20 one fails (0.43) if the real update takes its lr
   from an optimizer count that started at 0 while the look-ahead uses the recorded cosine lr."""
-  report = _report(which, hypergrad)
+  report = reports[(which, hypergrad)]
   steps = 3 if which == "gdw_epoch20" else 2
   assert report.method == which.split("_")[0]
   assert len(report.rows) == NUM_TENSORS - 2 + steps
