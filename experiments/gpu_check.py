@@ -57,7 +57,7 @@ def _versions() -> dict:
 def step_part(args) -> dict:
   from experiments import bench_step
   a = argparse.Namespace(model=args.model, batch=args.batch, steps=args.steps, warmup=2,
-                         num_classes=10)
+                         num_classes=10, image_size=32, compute_dtype="")
   out = {}
   for method, hg in (("erm", "autodiff"), ("gdw", "autodiff"), ("gdw", "jvp")):
     r = bench_step._run_config(a, method, hg)
