@@ -93,7 +93,7 @@ def clean_config(args, epochs: int):
   c.momentum, c.nesterov, c.weight_decay = 0.9, True, 5e-4
   c.meta_per_class, c.imbalance_factor, c.prob_clamp = 0, 1.0, 1.0
   c.report, c.checkpoint, c.checkpoint_every_steps = False, True, 0
-  c.checkpoint_best, c.keep_checkpoints = False, 1
+  c.checkpoint_best, c.keep_checkpoints = False, 2  # 2: a broken latest falls back
   for item in args.set or []:
     if "=" not in item:
       raise ValueError(f"--set {item!r} is not key=value")
