@@ -87,7 +87,7 @@ with jax.enable_x64(True):
     m, x = models.get("cnn", 10, {}, dtype), x64.astype(dtype)
     loss = lambda p: jnp.mean(losses.cross_entropy(
         m.apply(jax.tree.map(lambda a: a.astype(dtype), p), state, x, True)[0], y))
-    g = jax.grad(loss)(params)
+    g = jax.jit(jax.grad(loss))(params)  # one compile (op by op: one per primitive)
     out[str(jnp.dtype(dtype))] = np.concatenate([np.ravel(a) for a in jax.tree.leaves(g)])
 err = np.linalg.norm(out["float32"] - out["float64"]) / np.linalg.norm(out["float64"])
 print(json.dumps({"rel_err": float(err), "flags": __import__("os").environ.get("XLA_FLAGS", "")}))
