@@ -1,5 +1,6 @@
 """The loop's two batch providers (compiled chunks on device-resident data, and the per-step
-host path) give bit-identical runs; a resumed epoch's timing counts the whole epoch."""
+host path) give bit-identical runs; a resumed epoch's timing counts the whole epoch; which
+provider ``data_placement=auto`` picks."""
 import json
 import os
 import shutil
@@ -11,6 +12,7 @@ import pytest
 import run_helpers as rh
 from configs import digits
 from gdw_jax import checkpoint, loop, train
+from gdw_jax import runs as runs_lib
 from gdw_jax.data import pipeline
 
 
@@ -82,3 +84,13 @@ def test_resumed_epoch_counts_its_time_before_the_resume(tmp_path, monkeypatch):
   rows_full, rows_resumed = rh.read_rows(full), rh.read_rows(resumed)
   assert [(r["epoch_time_s"], r["steps_per_s"]) for r in rows_full] == [(9.0, 1.0)] * 2
   assert rows_resumed == rows_full  # timing fields included
+
+
+
+@pytest.mark.parametrize("model,inputs", [("mlp", "device"), ("cnn", "host")])
+def test_auto_placement_keeps_convolutions_out_of_cpu_loops(model, inputs, tmp_path):
+  """On CPU, ``data_placement=auto`` gives an MLP compiled chunks and a model with convolutions
+  the per-step path (its conv gradients run ~20x slower inside the chunk's loop)."""
+  prepared = runs_lib.prepare(_config("erm", model=model), str(tmp_path))
+  assert jax.default_backend() == "cpu"
+  assert loop.choose_inputs(prepared, step_fn=None).name == inputs
