@@ -1,6 +1,6 @@
 """``hypergrad=jvp`` (one forward-mode product, memory-lean) equals ``hypergrad=autodiff`` (nested
-reverse mode), in float64, for every meta-learning method on a tiny BN-coupled MLP, and for MW-Net and GDW on the
-real ResNet-32 (464k parameters; 8x8 inputs keep float64 CPU time small)."""
+reverse mode), in float64: every meta-learning method on a tiny BN-coupled MLP, and MW-Net and
+GDW on the real ResNet-32 (464k parameters; 8x8 inputs keep float64 CPU time small)."""
 import jax
 import jax.numpy as jnp
 import numpy as np
