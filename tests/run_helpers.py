@@ -134,3 +134,24 @@ def read_final(workdir):
 
 def without_timing(d):
   return {k: v for k, v in d.items() if k not in TIMING_KEYS}
+
+
+def assert_same_run(a, b, same_bytes=()):
+  """Two workdirs hold the same run: metrics rows and final.json up to timings, the weights and
+  predictions, the files named in ``same_bytes`` byte for byte, and the last checkpoint's state
+  bit for bit."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from gdw_jax import checkpoint  # pylint: disable=import-outside-toplevel
+  assert [without_timing(r) for r in read_rows(a)] == [without_timing(r) for r in read_rows(b)]
+  assert without_timing(read_final(a)) == without_timing(read_final(b))
+  for name in ("sample_weights.npz", "predictions.npz"):
+    x, y = np.load(os.path.join(a, name)), np.load(os.path.join(b, name))
+    for k in x:
+      np.testing.assert_array_equal(x[k], y[k], err_msg=f"{name}:{k}")
+  for name in same_bytes:
+    with open(os.path.join(a, name), "rb") as f, open(os.path.join(b, name), "rb") as g:
+      assert f.read() == g.read(), name
+  ca, cb = checkpoint.load(a), checkpoint.load(b)
+  for x, y in zip(jax.tree.leaves(ca["state"]), jax.tree.leaves(cb["state"])):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))

@@ -6,7 +6,6 @@ import os
 import shutil
 
 import jax
-import numpy as np
 import pytest
 
 import run_helpers as rh
@@ -23,19 +22,7 @@ def _config(method, **kw):
 
 
 def _files_equal(a, b):
-  assert [rh.without_timing(r) for r in rh.read_rows(a)] == \
-      [rh.without_timing(r) for r in rh.read_rows(b)]
-  assert rh.without_timing(rh.read_final(a)) == rh.without_timing(rh.read_final(b))
-  for name in ("sample_weights.npz", "predictions.npz"):
-    x, y = np.load(os.path.join(a, name)), np.load(os.path.join(b, name))
-    for k in x:
-      np.testing.assert_array_equal(x[k], y[k], err_msg=f"{name}:{k}")
-  with open(os.path.join(a, "method_state.msgpack"), "rb") as f, \
-       open(os.path.join(b, "method_state.msgpack"), "rb") as g:
-    assert f.read() == g.read()
-  ca, cb = checkpoint.load(a), checkpoint.load(b)
-  for x, y in zip(jax.tree.leaves(ca["state"]), jax.tree.leaves(cb["state"])):
-    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  rh.assert_same_run(a, b, same_bytes=("method_state.msgpack",))
 
 
 # gdw: BN, the epoch's smaller last batch (1197 = 11 x 100 + 97), chunks cut by checkpoints.
