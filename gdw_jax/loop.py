@@ -598,16 +598,31 @@ class Trainer:
     self.evaluate_one = (self.evaluate if not r.batched else
                          train.make_eval_fn(r.model, c.eval_batch_size, None, pre))
     ds = r.datasets[0]
-    self.x_test = ds.x_test if ds.x_test.dtype == np.uint8 else ds.x_test.astype(r.dtype)
+
+    def cast(x):  # raw uint8 images are preprocessed on device; arrays take the run's dtype
+      return x if isinstance(x, ImageTable) or x.dtype == np.uint8 else x.astype(r.dtype)
+
+    self.x_test = cast(ds.x_test)
+    self.extra_tests = {name: (cast(x), y) for name, (x, y) in (ds.extra_tests or {}).items()}
 
   def _evaluate_test(self) -> List[Dict[str, Any]]:
-    """Every run's test evaluation (``acc`` None when the data has no test set)."""
+    """Every run's test evaluation (``acc`` None when the data has no test set); the further
+    test sets' (mini-WebVision's ILSVRC12 classes) under ``extra[name]``."""
     r = self.runs
-    if not r.datasets[0].has_test:
-      return [{"acc": None, "loss": None, "pred": np.zeros(0, np.int64)}] * r.num_runs
-    tests = self._eval(self.evaluate, self.state.params, self.state.model_state, self.x_test,
-                       r.datasets[0].y_test)
-    return tests if r.batched else [tests]
+    if r.datasets[0].has_test:
+      tests = self._evaluate_all(self.x_test, r.datasets[0].y_test)
+    else:
+      tests = [{"acc": None, "top5": None, "loss": None, "pred": np.zeros(0, np.int64)}
+               for _ in range(r.num_runs)]
+    for name, (x, y) in self.extra_tests.items():
+      for test, extra in zip(tests, self._evaluate_all(x, y)):
+        test.setdefault("extra", {})[name] = extra
+    return tests
+
+  def _evaluate_all(self, x, y) -> List[Dict[str, Any]]:
+    """Every run's evaluation on one set."""
+    out = self._eval(self.evaluate, self.state.params, self.state.model_state, x, y)
+    return out if self.runs.batched else [out]
 
   def _train_eval(self, k: int) -> Dict[str, Any]:
     """Run ``k``'s final model on its training set (the losses ``label_issues.csv`` ranks by)."""

@@ -74,7 +74,7 @@ class Recorder:
     seen = ~np.isnan(iw)
     clean, noisy = seen & ~self.noise_mask, seen & self.noise_mask
     row.update({
-        "test_acc": test["acc"], "test_loss": test["loss"],
+        "test_acc": test["acc"], "test_top5_acc": test.get("top5"), "test_loss": test["loss"],
         "weight_mean": float(iw[seen].mean()), "weight_std": float(iw[seen].std()),
         "weight_min": float(iw[seen].min()), "weight_max": float(iw[seen].max()),
         "weight_clean_mean": float(iw[clean].mean()) if clean.any() else None,
@@ -82,6 +82,9 @@ class Recorder:
         "wall_time_s": wall_time, "epoch_time_s": epoch_time,
         "steps_per_s": epoch_steps / epoch_time if epoch_time > 0 else None,
     })
+    for name, extra in test.get("extra", {}).items():  # further test sets, by name
+      row.update({f"{name}_acc": extra["acc"], f"{name}_top5_acc": extra["top5"],
+                  f"{name}_loss": extra["loss"]})
     self.history.append(row)
     self.sums[:] = 0.0
     self.count[...] = 0.0

@@ -121,7 +121,7 @@ def make_train_step(model: models.ModelFns, method: methods.Method,
 
 def make_eval_fn(model: models.ModelFns, batch_size: int, mesh=None,
                  preprocess: Optional[Callable] = None, runs: bool = False):
-  """``evaluate(params, model_state, x, y) -> {'acc', 'loss', 'pred', 'ce'}`` in eval mode
+  """``evaluate(params, model_state, x, y) -> {'acc', 'top5', 'loss', 'pred', 'ce'}`` in eval mode
   (running BN stats). With a ``mesh``, each batch is split over its ``'data'`` devices (padded to
   a multiple of their count; the padding rows are dropped, eval mode has no batch coupling).
   ``preprocess(x) -> x`` (e.g. CIFAR normalisation of uint8 images) runs on device if given.
@@ -134,7 +134,7 @@ def make_eval_fn(model: models.ModelFns, batch_size: int, mesh=None,
 
   def one(params, model_state, x, y):
     logits = model.apply(params, model_state, x, False)[0]
-    return jnp.argmax(logits, -1), losses.cross_entropy(logits, y)
+    return jnp.argmax(logits, -1), losses.cross_entropy(logits, y), in_top_k(logits, y)
 
   @functools.partial(jax.jit, out_shardings=out)
   def per_sample(params, model_state, x, y):
@@ -150,15 +150,14 @@ def make_eval_fn(model: models.ModelFns, batch_size: int, mesh=None,
 
   def accumulate(params, model_state, batches, y):
     """``batches``: ``(n_valid, {'x', 'y'})`` global batches of :func:`batch_size_for` rows."""
-    preds, ces = [], []
+    parts = []  # (pred, ce, in_top_k) of each batch, padding rows dropped
     for n_valid, b in batches:
-      pred, ce = jax.device_get(per_sample(params, model_state, b["x"], b["y"]))
-      preds.append(pred[..., :n_valid])
-      ces.append(ce[..., :n_valid])
-    preds, ces = np.concatenate(preds, -1), np.concatenate(ces, -1)
+      out = jax.device_get(per_sample(params, model_state, b["x"], b["y"]))
+      parts.append([a[..., :n_valid] for a in out])
+    preds, ces, hits = (np.concatenate(a, -1) for a in zip(*parts))
     if runs:
-      return [_eval_result(p, c, y) for p, c in zip(preds, ces)]
-    return _eval_result(preds, ces, y)
+      return [_eval_result(p, c, h, y) for p, c, h in zip(preds, ces, hits)]
+    return _eval_result(preds, ces, hits, y)
 
   def evaluate(params, model_state, x, y):
     n = x.shape[0]
@@ -195,9 +194,21 @@ def make_eval_fn(model: models.ModelFns, batch_size: int, mesh=None,
   return evaluate
 
 
-def _eval_result(pred, ce, y) -> Dict[str, Any]:
+TOP_K = 5  # the second accuracy of every evaluation (WebVision / ImageNet report top-5)
+
+
+def in_top_k(logits: jax.Array, y: jax.Array, k: int = TOP_K) -> jax.Array:
+  """``[n]`` bool: whether the label is among the ``k`` largest logits (all classes when there
+  are fewer than ``k``). Ties keep the lower class first, as ``argmax`` does, so a top-1 hit is
+  always a top-k hit."""
+  k = min(k, logits.shape[-1])
+  return jnp.any(jax.lax.top_k(logits, k)[1] == y[..., None], axis=-1)
+
+
+def _eval_result(pred, ce, hit, y) -> Dict[str, Any]:
   loss = float(np.sum(ce, dtype=np.float64)) / len(y)
-  return {"acc": 100.0 * float(np.mean(pred == y)), "loss": loss, "pred": pred, "ce": ce}
+  return {"acc": 100.0 * float(np.mean(pred == y)), "top5": 100.0 * float(np.mean(hit)),
+          "loss": loss, "pred": pred, "ce": ce}
 
 
 class NonFiniteError(FloatingPointError):

@@ -125,12 +125,14 @@ def test_animal10n_labels_from_file_names(tmp_path):
 # ---- mini-WebVision ----------------------------------------------------------------------------
 
 
-def test_mini_webvision_first_classes_and_both_validation_sets(tmp_path):
-  root = str(tmp_path)
-  os.makedirs(os.path.join(root, "info"))
-  train = [(f"google/q{c:04d}/{i}.jpg", c) for c in range(4) for i in range(3)]
-  val = [(f"val{c}_{i}.jpg", c) for c in range(4) for i in range(2)]
-  inet = [(f"ILSVRC2012_val_{c}{i}.JPEG", c) for c in range(4) for i in range(2)]
+def fake_mini_webvision(root, classes=4, train_per_class=3, val_per_class=2):
+  """WebVision's Google list, its val_images_256 with val_filelist.txt and ILSVRC12's val
+  folder with val.txt, ``classes`` classes. Returns the (path, label) lists."""
+  os.makedirs(os.path.join(root, "info"), exist_ok=True)
+  train = [(f"google/q{c:04d}/{i}.jpg", c) for c in range(classes)
+           for i in range(train_per_class)]
+  val = [(f"val{c}_{i}.jpg", c) for c in range(classes) for i in range(val_per_class)]
+  inet = [(f"ILSVRC2012_val_{c}{i}.JPEG", c) for c in range(classes) for i in range(val_per_class)]
   for k, (p, _) in enumerate(train):
     jpeg(os.path.join(root, p), k)
   for k, (p, _) in enumerate(val):
@@ -141,6 +143,12 @@ def test_mini_webvision_first_classes_and_both_validation_sets(tmp_path):
                         ("info/val_filelist.txt", val), ("imagenet/val/val.txt", inet)):
     with open(os.path.join(root, name), "w") as f:
       f.write("".join(f"{p} {c}\n" for p, c in entries))
+  return train, val, inet
+
+
+def test_mini_webvision_first_classes_and_both_validation_sets(tmp_path):
+  root = str(tmp_path)
+  train, val, inet = fake_mini_webvision(root)
   config = config_for("mini_webvision", root, webvision_classes=2)
   mem, streamed = both_pipelines(config)
   assert mem.num_classes == 2 and len(mem.y_pool) == 6

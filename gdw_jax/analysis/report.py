@@ -200,6 +200,12 @@ def _final_section(doc: _Doc, run: Run, summary: Dict[str, Any]):
           f"| final train loss (given labels) | {_fmt(final.get('final_train_loss'), 4)} |",
           f"| steps · wall time | {final.get('steps', 'n/a')} · "
           f"{_fmt(final.get('wall_time_s'), 1)} s |")
+  if final.get("last_top5_acc") is not None:
+    doc.add(f"| last-epoch test top-5 accuracy | {_fmt(final['last_top5_acc'], 2, True)} |")
+  for name, extra in (final.get("extra_tests") or {}).items():
+    doc.add(f"| test set `{name}`: last top-1 · top-5 (best top-1) | "
+            f"{_fmt(extra.get('last_acc'), 2, True)} · {_fmt(extra.get('last_top5_acc'), 2, True)}"
+            f" ({_fmt(extra.get('best_acc'), 2, True)}) |")
   if summary.get("head_acc") is not None:
     doc.add(f"| head / tail class accuracy | {_fmt(summary['head_acc'], 2, True)} / "
             f"{_fmt(summary['tail_acc'], 2, True)} |")
