@@ -925,6 +925,8 @@ class Trainer:
       final = runs_lib.final_summary(log.config, log.ds, log.recorder.history,
                                      int(steps_done[k]), r.mesh.size, self.elapsed())
       final["label_score"] = r.methods[k].label_score  # how label_issues.csv ranks
+      if self.stream is not None and self.stream.bad_images:  # skip_bad_images: zeros instead
+        final["bad_images"] = dict(sorted(self.stream.bad_images.items()))
       finals.append(final)
       train_eval = self._train_eval(k)  # every process takes part (the mesh's collectives)
       if parallel.is_primary():

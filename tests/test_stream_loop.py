@@ -1,8 +1,10 @@
 """Streaming input through the training loop (``input_pipeline=stream``): a streamed run equals
 the in-memory run on the same folder, and a streamed run stopped mid-epoch and resumed equals the
 uninterrupted one (bit for bit on CPU)."""
+import glob
 import json
 import os
+import shutil
 import signal
 
 import pytest
@@ -80,3 +82,21 @@ def test_stream_refuses_device_placement(folders, tmp_path):
   with pytest.raises(train.ConfigError, match="data_placement=device"):
     train.train_and_evaluate(c, str(tmp_path / "refused"))
   assert not (tmp_path / "refused").exists()  # refused before anything is written
+
+
+def test_a_corrupt_jpeg_skipped_while_streaming_is_listed_in_final_json(folders, finished,
+                                                                      tmp_path):
+  train_root = str(tmp_path / "train")
+  shutil.copytree(folders[0], train_root)
+  bad = sorted(glob.glob(os.path.join(train_root, "*", "*.jpg")))[1]
+  with open(bad, "rb") as f:
+    head = f.read()[:200]
+  with open(bad, "wb") as f:
+    f.write(head)  # the header reads (the table is built), the pixels do not
+  c = _config(train_root, folders[1], "stream")
+  c.skip_bad_images, c.checkpoint = True, False
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(c, workdir)
+  final = rh.read_final(workdir)
+  assert list(final["bad_images"]) == [bad] and final["steps"] == 8
+  assert "bad_images" not in rh.read_final(finished["stream"])  # only when there were some
