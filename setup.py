@@ -25,7 +25,8 @@ setup(
         "pillow",  # decodes tfds image records when TensorFlow is not installed
     ],
     extras_require={
-        "test": ["pytest", "nbclient", "nbformat", "ipykernel"],
+        # pytest-xdist: the suite runs its test files in parallel (pytest.ini: -n auto)
+        "test": ["pytest", "pytest-xdist", "nbclient", "nbformat", "ipykernel"],
         "tensorboard": ["tensorboardX"],  # TensorBoard scalars without TensorFlow
         "compare": ["cleanlab"],  # experiments.detect_benchmark: label-error detection vs cleanlab
     },

@@ -1,4 +1,6 @@
 """Shared defaults and the ``file.py:key=value,...`` config-argument parser."""
+import ast
+
 import ml_collections
 
 from gdw_jax import losses, methods
@@ -20,6 +22,32 @@ def parse_arg(arg, **defaults):
     kind = type(defaults[key])
     out[key] = _boolean(key, value) if kind is bool else kind(value)
   return out
+
+
+def apply_overrides(config, items, allow_new: bool = False) -> None:
+  """The experiments' ``--set key.sub=value`` (repeatable): each value is a Python literal
+  (``(16,)``, ``0.1``, ``True``) or else the string itself. The key must exist (a ConfigError
+  naming it: a typo cannot start a run with the default), unless ``allow_new``: then a missing
+  last part is added (a model's own option, read with ``config.get``, such as ``mlp_hidden`` on a
+  CIFAR-shaped benchmark config)."""
+  from gdw_jax.options import ConfigError  # pylint: disable=import-outside-toplevel
+  for item in items or []:
+    if "=" not in item:
+      raise ConfigError(f"--set {item!r} is not key=value")
+    key, text = item.split("=", 1)
+    node = config
+    *parents, leaf = key.split(".")
+    for part in parents:
+      if part not in node:
+        raise ConfigError(f"--set {key}: no such config key")
+      node = node[part]
+    if leaf not in node and not allow_new:
+      raise ConfigError(f"--set {key}: no such config key")
+    try:
+      value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      value = text
+    node[leaf] = value
 
 
 _TRUE, _FALSE = ("1", "true", "yes"), ("0", "false", "no")

@@ -25,7 +25,6 @@ method hooks, checkpoints, report), and the issue's targets: digits K=8 wall / K
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import os
 import shutil
@@ -39,15 +38,10 @@ from gdw_jax import fileio
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _parse_value(text):
-  try:
-    return ast.literal_eval(text)
-  except (ValueError, SyntaxError):
-    return text
-
 
 def case_config(args, case: str):
   """The config one run of ``case`` trains (``--set`` overrides applied)."""
+  from configs import common
   if case == "digits":
     from configs import digits
     c = digits.get_config()
@@ -58,13 +52,7 @@ def case_config(args, case: str):
     from experiments import synthetic
     c = synthetic.cifar_config(pool=args.pool, test=args.test, model=args.model,
                                epochs=args.epochs, meta_per_class=args.meta_per_class)
-  for item in args.set or []:
-    key, value = item.split("=", 1)
-    node = c
-    *parents, leaf = key.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = _parse_value(value)
+  common.apply_overrides(c, args.set, allow_new=True)  # model options (mlp_hidden)
   return c
 
 
@@ -200,6 +188,14 @@ def main(argv=None) -> int:
     ks = []
   if not ks or min(ks) < 1 or any(c not in ("digits", "cifar_shaped") for c in cases):
     print("error: --cases from digits,cifar_shaped; --ks positive integers", file=sys.stderr)
+    return 2
+
+  from gdw_jax.options import ConfigError
+  try:  # a bad --set is one line before any worker starts
+    for case in cases:
+      case_config(args, case)
+  except ConfigError as e:
+    print(f"error: {e}", file=sys.stderr)
     return 2
 
   root = args.keep or tempfile.mkdtemp(prefix="bench_runs_")

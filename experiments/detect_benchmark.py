@@ -173,13 +173,13 @@ def main(argv=None) -> int:
   from gdw_jax import data
   results, t0 = {}, time.time()
   for seed in range(args.seeds):
-    root = (os.path.join(args.workdir, f"seed{seed}") if args.workdir
-            else tempfile.mkdtemp(prefix=f"detect_{seed}_"))
-    os.makedirs(root, exist_ok=True)
-    ds = data.build(base_config(args, seed, "erm"))
-    collect(results, cleanlab_entries(args, seed, ds, root))
-    for method in ["erm", *chosen]:
-      collect(results, run_entries(args, seed, method, root))
+    with tempfile.TemporaryDirectory(prefix=f"detect_{seed}_") as tmp:  # unless --workdir
+      root = os.path.join(args.workdir, f"seed{seed}") if args.workdir else tmp
+      os.makedirs(root, exist_ok=True)
+      ds = data.build(base_config(args, seed, "erm"))
+      collect(results, cleanlab_entries(args, seed, ds, root))
+      for method in ["erm", *chosen]:
+        collect(results, run_entries(args, seed, method, root))
     print(f"seed {seed} done ({time.time() - t0:.0f}s, realised noise "
           f"{np.mean(ds.y_train != ds.y_train_true):.3f})", file=sys.stderr, flush=True)
   print(f"\ndigits, {args.noise} noise {args.rate}, {args.seeds} seed(s), "

@@ -27,7 +27,6 @@ in ``--workdir/<entry>_seed<s>/``.
 from __future__ import annotations
 
 import argparse
-import ast
 import os
 import sys
 import tempfile
@@ -36,12 +35,6 @@ import time
 import numpy as np
 from gdw_jax import fileio
 
-
-def _parse_value(text):
-  try:
-    return ast.literal_eval(text)
-  except (ValueError, SyntaxError):
-    return text
 
 
 def split_entry(entry: str):
@@ -52,7 +45,7 @@ def split_entry(entry: str):
 
 def entry_config(entry: str, args):
   """The config of ``entry`` (``method`` or ``method@recipe``) with the command's settings."""
-  from configs import digits, recipes
+  from configs import common, digits, recipes
   from gdw_jax.validation import ConfigError
 
   method, recipe = split_entry(entry)
@@ -72,13 +65,7 @@ def entry_config(entry: str, args):
     recipes.apply(config, recipe)
     if config.method != method:
       raise ConfigError(f"recipe {recipe} is for method {config.method}, not {method}")
-  for item in args.set or []:
-    key, value = item.split("=", 1)
-    node = config
-    *parents, leaf = key.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = _parse_value(value)
+  common.apply_overrides(config, args.set)
   return config
 
 

@@ -29,7 +29,6 @@ Bad input (unknown dataset / type, a rate outside (0, 1), an unpublished cell wi
 from __future__ import annotations
 
 import argparse
-import ast
 import os
 import sys
 import tempfile
@@ -39,12 +38,6 @@ import numpy as np
 DATASETS = ("digits", "cifar10", "cifar100")
 DEFAULT_EPOCHS = 25  # PLC's default (gen_noise_label.py --epochs)
 
-
-def _parse_value(text):
-  try:
-    return ast.literal_eval(text)
-  except (ValueError, SyntaxError):
-    return text
 
 
 def resolve_factor(dataset: str, pmd_type: int, rate: float, factor: str):
@@ -78,6 +71,7 @@ def resolve_factor(dataset: str, pmd_type: int, rate: float, factor: str):
 
 def clean_config(args, epochs: int):
   """The clean model's training config: PLC's eta-approximation recipe, no noise, no meta set."""
+  from configs import common
   if args.dataset == "digits":
     from configs import digits
     c = digits.get_config(f"method=erm,noise=none,seed={args.seed}")
@@ -94,17 +88,7 @@ def clean_config(args, epochs: int):
   c.meta_per_class, c.imbalance_factor, c.prob_clamp = 0, 1.0, 1.0
   c.report, c.checkpoint, c.checkpoint_every_steps = False, True, 0
   c.checkpoint_best, c.keep_checkpoints = False, 2  # 2: a broken latest falls back
-  for item in args.set or []:
-    if "=" not in item:
-      raise ValueError(f"--set {item!r} is not key=value")
-    key, value = item.split("=", 1)
-    node = c
-    *parents, leaf = key.split(".")
-    for p in parents:
-      node = node[p]
-    if leaf not in node:
-      raise ValueError(f"--set {key}: no such config key")
-    node[leaf] = _parse_value(value)
+  common.apply_overrides(c, args.set)
   return c
 
 

@@ -70,16 +70,8 @@ def full_run(tmp_path_factory):
 
 def _same_end(full, other):
   """Identical final.json (up to timings), metrics rows, per-sample files and last state."""
-  assert rh.without_timing(rh.read_final(full)) == rh.without_timing(rh.read_final(other))
-  assert [rh.without_timing(r) for r in rh.read_rows(full)] == \
-      [rh.without_timing(r) for r in rh.read_rows(other)]
-  for name in ("sample_weights.npz", "predictions.npz"):
-    a, b = np.load(full / name), np.load(other / name)
-    for k in a:
-      np.testing.assert_array_equal(a[k], b[k], err_msg=f"{name}:{k}")
-  a, b = checkpoint.load(str(full)), checkpoint.load(str(other))
-  assert int(a["state"]["step"]) == int(b["state"]["step"]) == 27
-  _assert_trees_equal(a["state"], b["state"])
+  rh.assert_same_run(str(full), str(other))
+  assert int(checkpoint.load(str(other))["state"]["step"]) == 27
 
 
 def test_sigkill_then_resume_is_bit_identical(tmp_path, full_run):
@@ -243,17 +235,8 @@ def test_sigkill_of_three_seeds_then_resume_is_bit_identical_for_each(tmp_path):
   rh.run(config, killed)
 
   for s in range(3):
-    a, b = full / f"seed_{s}", killed / f"seed_{s}"
-    assert rh.without_timing(rh.read_final(a)) == rh.without_timing(rh.read_final(b))
-    assert [rh.without_timing(r) for r in rh.read_rows(a)] == \
-        [rh.without_timing(r) for r in rh.read_rows(b)]
-    for name in ("sample_weights.npz", "predictions.npz"):
-      x, y = np.load(a / name), np.load(b / name)
-      for k in x:
-        np.testing.assert_array_equal(x[k], y[k], err_msg=f"seed {s} {name}:{k}")
-    assert (a / "method_state.msgpack").read_bytes() == (b / "method_state.msgpack").read_bytes()
-    ca, cb = checkpoint.load(str(a)), checkpoint.load(str(b))
-    _assert_trees_equal(ca["state"], cb["state"])
+    rh.assert_same_run(str(full / f"seed_{s}"), str(killed / f"seed_{s}"),
+                       same_bytes=("method_state.msgpack",))
   summaries = [rh.read_json(d / "summary.json") for d in (full, killed)]
   assert summaries[0]["mean"] == summaries[1]["mean"]
 
