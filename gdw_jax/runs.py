@@ -34,6 +34,7 @@ from gdw_jax.data import image_table
 from gdw_jax.validation import ConfigError
 
 SUMMARY_KEYS = ("last5_acc", "best_acc", "last_acc", "final_train_loss")
+EXTRA_SUMMARY_KEYS = ("last5_acc", "best_acc", "last_acc", "last_top5_acc", "best_top5_acc")
 
 
 @dataclasses.dataclass
@@ -361,13 +362,23 @@ def summarize(seeds: Sequence[int], finals: Sequence[Dict[str, Any]]) -> Dict[st
   """Mean and (population) standard deviation over the seeds of the headline numbers."""
   out = {"seeds": list(seeds), "method": finals[0]["method"], "dataset": finals[0]["dataset"],
          "runs": {str(s): f for s, f in zip(seeds, finals)}, "mean": {}, "std": {}}
-  for key in SUMMARY_KEYS:
-    if any(f[key] is None for f in finals):  # no test set: no accuracy to average
-      out["mean"][key] = out["std"][key] = None
+  out["mean"], out["std"] = _mean_std(finals, SUMMARY_KEYS)
+  for name in finals[0].get("extra_tests", {}):  # further test sets: their top-1 and top-5
+    mean, std = _mean_std([f["extra_tests"][name] for f in finals], EXTRA_SUMMARY_KEYS)
+    out.setdefault("extra_tests", {})[name] = {"mean": mean, "std": std}
+  return out
+
+
+def _mean_std(finals, keys):
+  """``({key: mean}, {key: std})`` over the runs; None where a run has no value (no test set)."""
+  mean, std = {}, {}
+  for key in keys:
+    if any(f.get(key) is None for f in finals):
+      mean[key] = std[key] = None
       continue
     values = np.array([f[key] for f in finals], np.float64)
-    out["mean"][key], out["std"][key] = float(values.mean()), float(values.std())
-  return out
+    mean[key], std[key] = float(values.mean()), float(values.std())
+  return mean, std
 
 
 def summary_table(summary: Dict[str, Any]) -> str:

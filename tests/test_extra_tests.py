@@ -10,7 +10,7 @@ import numpy as np
 import jax.numpy as jnp
 
 import run_helpers as rh
-from gdw_jax import models, train
+from gdw_jax import models, runs, train
 from test_real_noise_sources import config_for, fake_mini_webvision
 
 
@@ -85,3 +85,18 @@ def test_mini_webvision_run_evaluates_webvision_and_ilsvrc12_validation(tmp_path
     assert [a[k] for k in keys] == [b[k] for k in keys]  # the two input paths: the same numbers
   assert json.dumps(results["memory"][1]["extra_tests"]) == json.dumps(
       results["stream"][1]["extra_tests"])
+
+
+def test_seed_summary_averages_the_further_test_sets():
+  def final(seed, acc, top5):
+    extra = {"last_acc": acc, "best_acc": acc + 1, "last5_acc": acc, "last_top5_acc": top5,
+             "best_top5_acc": top5}
+    return {"method": "erm", "dataset": "mini_webvision", "last5_acc": 50.0, "best_acc": 51.0,
+            "last_acc": 50.0, "final_train_loss": 1.0, "seed": seed,
+            "extra_tests": {"imagenet": extra}}
+
+  out = runs.summarize([0, 1], [final(0, 40.0, 70.0), final(1, 44.0, 80.0)])
+  imagenet = out["extra_tests"]["imagenet"]
+  assert imagenet["mean"]["last_acc"] == 42.0 and imagenet["std"]["last_acc"] == 2.0
+  assert imagenet["mean"]["last_top5_acc"] == 75.0 and imagenet["std"]["best_top5_acc"] == 5.0
+  assert out["mean"]["last_acc"] == 50.0
