@@ -280,6 +280,7 @@ def setup(config, source=None, num_runs: int = 1) -> Setup:
   dtype = jnp.dtype(config.dtype)
   ds = validation.build_data(config, source)
   validation.validate_data(config, ds.num_train, parallel.data_axis_size(config, num_runs))
+  validation.validate_image_size(config, ds.x_train.shape[1:])
   spe = pipeline.steps_per_epoch(ds.num_train, config.batch_size, config.drop_last)
   info = methods.DataInfo(ds.num_classes, ds.num_train, ds.class_counts, spe)
   model = models.get(config.model, ds.num_classes, config, dtype)

@@ -393,6 +393,15 @@ def validate_data(config, num_train: int, num_devices: int) -> None:
          f"num_devices=1")
 
 
+def validate_image_size(config, image_shape) -> None:
+  """The data's images against the model's smallest input (``image_shape``: ``(H, W, C)``)."""
+  need = models.min_image_size(config.model)
+  if need and len(image_shape) == 3:
+    _check(min(image_shape[:2]) >= need,
+           f"model {config.model} needs images of at least {need}x{need} pixels; the data's are "
+           f"{image_shape[0]}x{image_shape[1]} (set image_size, or choose another model)")
+
+
 def validate_method(config, method, num_meta: int) -> None:
   """What only the built method knows: whether it needs a meta set."""
   _check(not method.uses_meta or num_meta > 0 or method.epoch_start is not None,

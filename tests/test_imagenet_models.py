@@ -207,8 +207,8 @@ def test_compute_dtype_from_the_config():
   with jax.enable_x64(True):
     m = models.get("resnet50", 10, {"compute_dtype": ""}, jnp.float64).module
     assert (m.dtype, m.param_dtype) == (jnp.float64, jnp.float64)
-  assert [n for n in models.names() if models.supports_compute_dtype(n)] == ["resnet50",
-                                                                            "vgg19_bn"]
+  assert [n for n in models.names() if models.supports_compute_dtype(n)] == [
+      "inception_resnet_v2", "resnet50", "vgg19_bn"]
   shapes = jax.eval_shape(models.get("vgg19_bn", 10, {"compute_dtype": "bfloat16"}).init,
                           jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))
   assert {leaf.dtype for leaf in jax.tree.leaves(shapes)} == {jnp.dtype(jnp.float32)}

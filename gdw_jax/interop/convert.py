@@ -49,8 +49,25 @@ def _module_path(torch_module: str) -> Tuple[str, ...]:
   return tuple(out)
 
 
+# PyTorch module names that themselves end in ``_<digits>``: Cadene's Inception-ResNet-v2 has
+# ``repeat`` (``repeat.3`` -> Flax ``repeat_3``) beside ``repeat_1`` and ``repeat_2``
+# (``repeat_1.3`` -> ``repeat_1_3``). Mapping back, these prefixes are kept whole.
+LITERAL_MODULES = ("repeat_1", "repeat_2")
+_INDEX = re.compile(r"_(\d+)(?![A-Za-z])")  # ``_3`` in ``layer2_3``, not ``_1a`` in ``conv2d_1a``
+
+
+def _torch_part(name: str) -> str:
+  for literal in LITERAL_MODULES:
+    if re.fullmatch(rf"{literal}(_\d+)+", name):
+      return literal + _INDEX.sub(r".\1", name[len(literal):])
+  return _INDEX.sub(r".\1", name)
+
+
 def _torch_module(flax_path) -> str:
-  return ".".join(re.sub(r"_(\d+)", r".\1", name) for name in flax_path)
+  """The inverse of :func:`_module_path`: ``layer2_0`` -> ``layer2.0``, ``layers_2_0`` ->
+  ``layers.2.0``, ``repeat_1_3`` -> ``repeat_1.3`` (:data:`LITERAL_MODULES`); underscores before
+  letters stay (``conv2d_1a``, ``mixed_5b``)."""
+  return ".".join(_torch_part(name) for name in flax_path)
 
 
 def torch_to_flax(state_dict: Mapping[str, Any], dtype=None) -> Dict[str, Dict[str, Any]]:

@@ -33,8 +33,11 @@ from gdw_jax.interop.convert import _module_path, _zeros, flax_to_torch, torch_t
 from gdw_jax.interop.torch_checkpoint import CheckpointError, load_torch_state_dict
 
 # Models that load PyTorch weights by name -> the PyTorch module name of their classifier head.
-HEADS = {"resnet32": "linear", "resnet50": "fc", "vgg19_bn": "classifier.6"}
-_SHAPE_INPUT = (1, 64, 64, 3)  # parameter shapes of these conv nets do not depend on the size
+HEADS = {"resnet32": "linear", "resnet50": "fc", "vgg19_bn": "classifier.6",
+         "inception_resnet_v2": "last_linear"}
+# Parameter shapes of these conv nets do not depend on the input size; 75 px is the smallest
+# Inception-ResNet-v2 takes.
+_SHAPE_INPUT = (1, 75, 75, 3)
 
 
 def read_state_dict(path: str) -> Dict[str, np.ndarray]:

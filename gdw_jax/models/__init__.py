@@ -51,12 +51,25 @@ _MODELS: Dict[str, Callable[..., nn.Module]] = {
 _MIXED_PRECISION = set()
 
 
-def register(name: str, factory: Callable[..., nn.Module], mixed_precision: bool = False) -> None:
+# Models that need inputs of at least this many pixels a side (their strided stages run out).
+_MIN_IMAGE_SIZE: Dict[str, int] = {}
+
+
+def register(name: str, factory: Callable[..., nn.Module], mixed_precision: bool = False,
+             min_image_size: int = 0) -> None:
   """``factory(num_classes, config, dtype) -> nn.Module``; ``mixed_precision``: the factory
-  reads ``config.compute_dtype`` (:mod:`gdw_jax.models.precision`)."""
+  reads ``config.compute_dtype`` (:mod:`gdw_jax.models.precision`); ``min_image_size``: the
+  smallest input side the network takes (checked against the data before a run starts)."""
   _MODELS[name] = factory
   if mixed_precision:
     _MIXED_PRECISION.add(name)
+  if min_image_size:
+    _MIN_IMAGE_SIZE[name] = int(min_image_size)
+
+
+def min_image_size(name: str) -> int:
+  """The smallest image side model ``name`` takes (0: any)."""
+  return _MIN_IMAGE_SIZE.get(name, 0)
 
 
 def supports_compute_dtype(name: str) -> bool:
@@ -98,8 +111,13 @@ register("sce_cnn", _r34.sce_cnn)
 from gdw_jax.models.resnet_imagenet import resnet50  # noqa: E402
 from gdw_jax.models.vgg import vgg19_bn  # noqa: E402
 
+from gdw_jax.models.inception_resnet_v2 import inception_resnet_v2  # noqa: E402
+
 register("resnet50", resnet50, mixed_precision=True)
 register("vgg19_bn", vgg19_bn, mixed_precision=True)
+register("inception_resnet_v2", inception_resnet_v2, mixed_precision=True,  # WebVision
+         min_image_size=75)
 
-__all__ = ["ModelFns", "functional", "get", "names", "register", "supports_compute_dtype", "MLP",
+__all__ = ["ModelFns", "functional", "get", "names", "register", "supports_compute_dtype",
+           "min_image_size", "MLP",
            "SmallCNN", "VNet", "CMWNet", "NormedLinear", "classifier_head", "head_kind", "HEADS"]

@@ -31,7 +31,8 @@ def compute_dtype(config, param_dtype) -> jnp.dtype:
   return jnp.dtype(name) if name else jnp.dtype(param_dtype)
 
 
-def torch_batch_norm(x, train: bool, name: str, param_dtype, running_var: str = "unbiased"):
+def torch_batch_norm(x, train: bool, name: str, param_dtype, running_var: str = "unbiased",
+                     epsilon: float = 1e-5):
   """``torch.nn.BatchNorm2d`` (:class:`TorchBatchNorm`) computed in ``param_dtype``.
 
   The input is cast up to the parameter dtype, normalised there (batch mean and biased variance
@@ -39,5 +40,5 @@ def torch_batch_norm(x, train: bool, name: str, param_dtype, running_var: str = 
   variance, as PyTorch), and the result cast back to the input's (compute) dtype. Call it inside
   a compact module: the BN becomes the submodule ``name`` of the caller.
   """
-  bn = TorchBatchNorm(running_var=running_var, dtype=param_dtype, name=name)
+  bn = TorchBatchNorm(epsilon=epsilon, running_var=running_var, dtype=param_dtype, name=name)
   return bn(x.astype(param_dtype), train).astype(x.dtype)
