@@ -550,9 +550,9 @@ class Trainer:
     self.inputs = choose_inputs(runs, self.step_fn, self.stream)
     self.inputs.set_meta(*self.metasets.rows_and_labels(), self.metasets.batch_size)
     names, weight_dim = self._probe_step()
-    runs_lib.write_start_files(runs)  # the first file written: everything above validated
     self.logs = [RunLog(runs, k, names, weight_dim) for k in range(runs.num_runs)]
-    self.start = self._restore()
+    self.start = self._restore()  # before any file is written: a refused resume changes none
+    runs_lib.write_start_files(runs)  # the first file written: everything above validated
     self._open_records()
     self.signals = SignalGuard()
 

@@ -137,9 +137,11 @@ class Writer:
       return
     self.text = "".join(json.dumps(r) + "\n" for r in rows)
     fileio.write_text(self.path, self.text)
+    self.tb_dir = os.path.join(workdir, "tensorboard")
     if tensorboard:
       import tensorboardX  # optional extra: pip install gdw_jax[tensorboard]
-      self.tb = tensorboardX.SummaryWriter(os.path.join(workdir, "tensorboard"))
+      with fileio.writing(self.tb_dir):  # a failure is a WriteError naming the folder
+        self.tb = tensorboardX.SummaryWriter(self.tb_dir)
 
   def write(self, row: Dict[str, Any]) -> None:
     if not self.enabled:
@@ -149,15 +151,17 @@ class Writer:
     self.text += json.dumps(row) + "\n"
     fileio.write_text(self.path, self.text)
     if self.tb is not None:
-      for k, v in row.items():
-        if k not in ("epoch", "step") and isinstance(v, (int, float)):
-          self.tb.add_scalar(k, v, row["step"])
-      self.tb.flush()
+      with fileio.writing(self.tb_dir):
+        for k, v in row.items():
+          if k not in ("epoch", "step") and isinstance(v, (int, float)):
+            self.tb.add_scalar(k, v, row["step"])
+        self.tb.flush()
 
   def close(self) -> None:
     if self.tb is not None:
-      self.tb.close()
-      self.tb = None
+      tb, self.tb = self.tb, None
+      with fileio.writing(self.tb_dir):
+        tb.close()
 
 
 def tensorboard_available() -> Optional[str]:

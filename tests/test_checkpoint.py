@@ -170,8 +170,12 @@ def test_no_good_checkpoint_is_an_error_and_restart_starts_over(tmp_path, full_r
   workdir = _copy(preempted[0], tmp_path / "broken")
   _break(workdir, 13, "truncate")
   _break(workdir, 7, "remove")
+  before = [(p.name, p.stat().st_ino, p.stat().st_mtime_ns) for p in sorted(workdir.iterdir())]
   rc, out, err = rh.finish(rh.start(SIGTERM_CONFIG, workdir))
   assert rc == 2, err[-3000:]
+  # a refused resume writes nothing: not even config.json (an atomic rewrite is a new inode)
+  assert [(p.name, p.stat().st_ino, p.stat().st_mtime_ns)
+          for p in sorted(workdir.iterdir())] == before
   assert out.startswith(f"CONFIG_ERROR: the checkpoints in {workdir / 'checkpoints'} (steps 7, "
                         "13) cannot be restored: step 13: "), out
   assert out.rstrip().endswith("--config.restart=true starts from scratch, deleting them")

@@ -92,3 +92,34 @@ def test_command_line_exits_4_with_one_line(tmp_path):
   assert proc.returncode == 4, proc.stderr[-3000:]
   assert proc.stderr.strip().splitlines()[-1] == \
       f"gdw_jax: error: cannot write {tmp_path / 'metrics.jsonl'}: Is a directory"
+
+
+def test_tensorboard_write_failure_names_its_folder(tmp_path, monkeypatch):
+  """tensorboardX's own errors (its folder cannot be made, a full disk on flush) are the same
+  one-line WriteError as the run's other files (a stand-in tensorboardX raises them)."""
+  import types
+  from gdw_jax import metrics
+
+  class Writer:
+    fail_on = "init"
+
+    def __init__(self, logdir):
+      if Writer.fail_on == "init":
+        raise PermissionError(13, "Permission denied", logdir)
+
+    def add_scalar(self, *args):
+      pass
+
+    def flush(self):
+      raise OSError(28, "No space left on device")
+
+  monkeypatch.setitem(sys.modules, "tensorboardX", types.SimpleNamespace(SummaryWriter=Writer))
+  tb = os.path.join(str(tmp_path), "tensorboard")
+  with pytest.raises(fileio.WriteError, match=f"^cannot write {tb}: Permission denied$"):
+    metrics.Writer(str(tmp_path), [], tensorboard=True)
+  Writer.fail_on = "flush"
+  writer = metrics.Writer(str(tmp_path), [], tensorboard=True)
+  with pytest.raises(fileio.WriteError, match=f"^cannot write {tb}: No space left on device$"):
+    writer.write({"epoch": 0, "step": 9, "train_loss": 1.5})
+  # metrics.jsonl was written before the TensorBoard scalars, whole
+  assert rh.read_rows(str(tmp_path)) == [{"epoch": 0, "step": 9, "train_loss": 1.5}]
