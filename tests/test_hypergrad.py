@@ -2,7 +2,7 @@
 reverse mode), in float64: every meta-learning method on a tiny BN-coupled MLP, and MW-Net and
 GDW on a CIFAR ResNet: ResNet-32's network with one block per stage (ResNet-8: the same convs,
 BN, identity and option-A shortcuts; 8x8 inputs). ResNet-32 itself takes the JVP route against
-the official code in tests/test_parity.py; its float64 compilation here cost ~3 minutes."""
+the official code in tests/test_parity.py; here its three cases took 81 s, these 33 s."""
 import jax
 import jax.numpy as jnp
 import numpy as np
