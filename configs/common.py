@@ -47,7 +47,10 @@ def apply_overrides(config, items, allow_new: bool = False) -> None:
       value = ast.literal_eval(text)
     except (ValueError, SyntaxError):
       value = text
-    node[leaf] = value
+    try:
+      node[leaf] = value
+    except (TypeError, ValueError) as e:  # ml_collections keeps a field's type
+      raise ConfigError(f"--set {key}={text}: {' '.join(str(e).split())}") from None
 
 
 _TRUE, _FALSE = ("1", "true", "yes"), ("0", "false", "no")

@@ -38,7 +38,6 @@ from gdw_jax import fileio
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-
 def case_config(args, case: str):
   """The config one run of ``case`` trains (``--set`` overrides applied)."""
   from configs import common

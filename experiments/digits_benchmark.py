@@ -36,7 +36,6 @@ import numpy as np
 from gdw_jax import fileio
 
 
-
 def split_entry(entry: str):
   """``"method@recipe"`` -> ``(method, recipe)``; a bare method has recipe None."""
   method, _, recipe = entry.partition("@")

@@ -39,7 +39,6 @@ DATASETS = ("digits", "cifar10", "cifar100")
 DEFAULT_EPOCHS = 25  # PLC's default (gen_noise_label.py --epochs)
 
 
-
 def resolve_factor(dataset: str, pmd_type: int, rate: float, factor: str):
   """``(factor or 'auto', epochs)``; raises ValueError for a cell without a known factor."""
   from gdw_jax.data import pmd

@@ -43,3 +43,21 @@ def test_cli_reports_a_bad_config_argument_in_one_line(tmp_path, arg, message):
   lines = out.stderr.strip().splitlines()
   assert len(lines) == 1 and lines[0].startswith("gdw_jax: error: ") and message in lines[0]
   assert not (tmp_path / "run").exists()
+
+
+def test_experiments_set_parser_types_values_and_refuses_unknown_keys():
+  from configs import digits
+  from gdw_jax.options import ConfigError
+  c = digits.get_config()
+  common.apply_overrides(c, ["mlp_hidden=(16,)", "learning_rate=0.05", "progress=False",
+                             "noise_type=flip", "cmwnet.meta_every=4"])
+  assert (c.mlp_hidden, c.learning_rate, c.progress, c.noise_type) == ((16,), 0.05, False, "flip")
+  assert c.cmwnet.meta_every == 4
+  for bad, message in (("learning_rat=0.1", "--set learning_rat: no such config key"),
+                       ("nope.x=1", "--set nope.x: no such config key"),
+                       ("learning_rate", "--set 'learning_rate' is not key=value"),
+                       ("cmwnet.families=4", "--set cmwnet.families=4: Could not override")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+      common.apply_overrides(c, [bad])
+  common.apply_overrides(c, ["wrn_depth=16"], allow_new=True)  # a model's own option
+  assert c.wrn_depth == 16
