@@ -298,27 +298,15 @@ def write_start_files(runs: Runs) -> None:
     fileio.atomic(os.path.join(workdir, "labels.npz"), ds.save_labels)
 
 
-def accuracy_summary(history, prefix: str = "test") -> Dict[str, Any]:
-  """Last, best (and its epoch), mean of the last 5 top-1 accuracies and the last and best top-5
-  of one test set over the metrics rows (``prefix_acc``, ``prefix_top5_acc``); None without it."""
-  accs = [r.get(f"{prefix}_acc") for r in history]
-  top5 = [r.get(f"{prefix}_top5_acc") for r in history]
-  has = bool(accs) and accs[-1] is not None  # no test set: every accuracy is None
-  has5 = has and all(t is not None for t in top5)  # rows from before top-5 was recorded: none
-  return {"last_acc": accs[-1] if has else None, "best_acc": max(accs) if has else None,
-          "best_epoch": int(np.argmax(accs)) if has else None,
-          "last5_acc": float(np.mean(accs[-5:])) if has else None,
-          "last_top5_acc": top5[-1] if has5 else None, "best_top5_acc": max(top5) if has5 else None}
-
-
 def final_summary(config, ds, history, steps: int, num_devices: int,
                   wall_time: float) -> Dict[str, Any]:
-  extra = {name: accuracy_summary(history, name) for name in sorted(ds.extra_tests or {})}
+  from gdw_jax.analysis import stats  # pylint: disable=import-outside-toplevel
+  extra = {name: stats.accuracy_summary(history, name) for name in sorted(ds.extra_tests or {})}
   return {
       "method": config.method, "dataset": config.dataset, "noise_type": config.noise_type,
       "noise_rate": config.noise_rate, "imbalance_factor": config.imbalance_factor,
       "seed": config.seed, "num_epochs": config.num_epochs, "steps": steps,
-      **accuracy_summary(history), **({"extra_tests": extra} if extra else {}),
+      **stats.accuracy_summary(history), **({"extra_tests": extra} if extra else {}),
       "final_train_loss": history[-1]["train_loss"],
       "realised_noise_rate": ds.realised_noise_rate, "notes": list(ds.notes),
       "num_devices": num_devices, "num_processes": jax.process_count(),

@@ -45,12 +45,12 @@ def final_metrics(run: Run) -> Optional[Dict[str, Any]]:
   before writing it (killed, or still running): marked with ``from_metrics``."""
   if run.final is not None:
     return run.final
-  accs = [r["test_acc"] for r in run.metrics if r.get("test_acc") is not None]
-  if not accs:
+  rows = [r for r in run.metrics if r.get("test_acc") is not None]  # tolerate odd files
+  if not rows:
     return None
-  return {"last_acc": accs[-1], "best_acc": max(accs), "best_epoch": int(np.argmax(accs)),
-          "last5_acc": float(np.mean(accs[-5:])), "num_epochs": len(accs),
-          "final_train_loss": run.metrics[-1].get("train_loss"),
+  accs = stats.accuracy_summary(rows)
+  return {**{k: accs[k] for k in ("last_acc", "best_acc", "best_epoch", "last5_acc")},
+          "num_epochs": len(rows), "final_train_loss": run.metrics[-1].get("train_loss"),
           "wall_time_s": run.metrics[-1].get("wall_time_s"), "from_metrics": True}
 
 

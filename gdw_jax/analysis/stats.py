@@ -13,7 +13,7 @@ gets a lower weight than every clean one; 0.5: chance (and what constant weights
 """
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Any, Dict, Optional
 
 import numpy as np
 
@@ -155,3 +155,16 @@ def realised_corruption(noisy_labels, true_labels, num_classes: int) -> np.ndarr
   np.add.at(m, (np.asarray(true_labels), np.asarray(noisy_labels)), 1.0)
   with np.errstate(invalid="ignore", divide="ignore"):
     return m / m.sum(axis=1, keepdims=True)
+
+
+def accuracy_summary(history, prefix: str = "test") -> Dict[str, Any]:
+  """Last, best (and its epoch), mean of the last 5 top-1 accuracies and the last and best top-5
+  of one test set over the metrics rows (``prefix_acc``, ``prefix_top5_acc``); None without it."""
+  accs = [r.get(f"{prefix}_acc") for r in history]
+  top5 = [r.get(f"{prefix}_top5_acc") for r in history]
+  has = bool(accs) and accs[-1] is not None  # no test set: every accuracy is None
+  has5 = has and all(t is not None for t in top5)  # rows from before top-5 was recorded: none
+  return {"last_acc": accs[-1] if has else None, "best_acc": max(accs) if has else None,
+          "best_epoch": int(np.argmax(accs)) if has else None,
+          "last5_acc": float(np.mean(accs[-5:])) if has else None,
+          "last_top5_acc": top5[-1] if has5 else None, "best_top5_acc": max(top5) if has5 else None}

@@ -110,7 +110,6 @@ register("sce_cnn", _r34.sce_cnn)
 # torchvision / CMW-Net checkpoints load by name (--config.init_from, gdw_jax.interop).
 from gdw_jax.models.resnet_imagenet import resnet50  # noqa: E402
 from gdw_jax.models.vgg import vgg19_bn  # noqa: E402
-
 from gdw_jax.models.inception_resnet_v2 import inception_resnet_v2  # noqa: E402
 
 register("resnet50", resnet50, mixed_precision=True)
