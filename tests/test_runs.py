@@ -1,5 +1,6 @@
-"""Several seeds as one program (``config.seeds``): each run equals the same seed run alone, the
-per-seed workdirs and the summary, and the refusals. The 4-device case is in test_parallel.py,
+"""Several seeds as one program (``config.seeds``): each run is the same seed's run alone (its data
+exactly; its numbers exactly in float64 and for a one-seed list, up to float32 rounding of the
+batched program otherwise), the per-seed workdirs and the summary, and the refusals. The 4-device case is in test_parallel.py,
 the kill-and-resume case in test_checkpoint.py."""
 import json
 import os
@@ -53,7 +54,8 @@ print("RESULT", json.dumps(result))
 
 @pytest.fixture(scope="module")
 def launches(tmp_path_factory):
-  """At once: three seeds through the CLI; each seed alone; the float64 comparison."""
+  """At once: three seeds through the CLI; each seed alone; seed 1 as a one-seed list; the
+  float64 comparison."""
   root = tmp_path_factory.mktemp("runs")
   cli = subprocess.Popen(
       [sys.executable, "-m", "gdw_jax.main", "--config=configs/digits.py",
@@ -62,6 +64,7 @@ def launches(tmp_path_factory):
        "--config.report=False", "--config.progress=False"],
       cwd=rh.ROOT, env=rh.env(1), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   procs = {s: rh.start(dict(TINY, seed=s), root / f"alone{s}") for s in range(3)}
+  procs["one"] = rh.start(dict(TINY, seeds=[1]), root / "one")
   procs["float64"] = rh.python(FLOAT64.replace("sys.argv[1]", repr(str(root))))
   results = {k: rh.finish(p) for k, p in procs.items()}
   results["cli"] = rh.finish(cli)
@@ -74,18 +77,28 @@ def _ok(results, name):
   return out
 
 
-def test_each_seed_of_a_launch_equals_that_seed_alone_float32(launches):
+# float32: the batched (vmapped) program sums in another order than a run alone, and training
+# amplifies the last-bit differences (measured on digits, 20 epochs: seed 3 alone last5 96.96,
+# inside seeds=0,3 96.72). The data are the same exactly; the accuracies agree to a few of the
+# ~360 test images (at 2 epochs here they happen to be equal; 1 point is the claim).
+ACC_TOLERANCE = 1.0
+
+
+def test_each_seed_of_a_launch_is_that_seed_alone_float32(launches):
   root, results = launches
   out = _ok(results, "cli")
   for s in range(3):
     _ok(results, s)
     together, alone = rh.read_final(root / "k3" / f"seed_{s}"), rh.read_final(root / f"alone{s}")
-    for k in ("last_acc", "best_acc", "best_epoch", "last5_acc", "steps", "seed",
-              "realised_noise_rate"):
+    for k in ("steps", "seed", "realised_noise_rate"):
       assert together[k] == alone[k], (s, k)
-    assert abs(together["final_train_loss"] - alone["final_train_loss"]) < 1e-5
+    for k in ("last_acc", "best_acc", "last5_acc"):
+      assert abs(together[k] - alone[k]) <= ACC_TOLERANCE, (s, k, together[k], alone[k])
+    assert together["final_train_loss"] == pytest.approx(alone["final_train_loss"], rel=1e-2)
     rows_t, rows_a = rh.read_rows(root / "k3" / f"seed_{s}"), rh.read_rows(root / f"alone{s}")
-    assert [r["test_acc"] for r in rows_t] == [r["test_acc"] for r in rows_a]
+    assert len(rows_t) == len(rows_a)
+    for t, a in zip(rows_t, rows_a):
+      assert abs(t["test_acc"] - a["test_acc"]) <= ACC_TOLERANCE
     labels_t, labels_a = (np.load(root / d / "labels.npz")
                           for d in (f"k3/seed_{s}", f"alone{s}"))
     for k in labels_a:
@@ -104,6 +117,15 @@ def test_each_seed_of_a_launch_equals_that_seed_alone_float32(launches):
   assert "| mean ± std |" in table and f"{np.mean(last5):.4g} ± " in table
   assert "| mean ± std |" in out  # the CLI prints the table
   assert json.loads((root / "k3" / "timing.json").read_text())["num_runs"] == 3
+
+
+def test_one_seed_as_a_seeds_list_is_that_seed_alone_exactly(launches):
+  """One seed is one unbatched program: ``seeds=1`` writes seed 1's run alone, bit for bit."""
+  root, results = launches
+  _ok(results, "one")
+  _ok(results, 1)
+  rh.assert_same_run(root / "one" / "seed_1", root / "alone1", same_bytes=("labels.npz",))
+  assert json.loads((root / "one" / "summary.json").read_text())["seeds"] == [1]
 
 
 def test_each_seed_of_a_launch_equals_that_seed_alone_float64(launches):
