@@ -44,6 +44,7 @@ setup(
                       if os.path.exists("README.md") else ""),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["gdw_jax", "gdw_jax.*", "configs", "experiments"]),
+    package_data={"gdw_jax.analysis": ["review_template.html"]},  # the review page's template
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
