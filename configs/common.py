@@ -121,6 +121,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.meta_from_train = False        # no trusted set: draw the meta set from the given labels
   c.allow_missing_meta_classes = False  # a trusted set lacking a class: a warning, not an error
   c.skip_bad_images = False        # skip (and count) unreadable image files instead of failing
+  # A reviewed corrections.csv (id,action,new_label; python -m experiments.review) applied to
+  # the given training labels: relabel / remove; gdw_jax/data/corrections.py.
+  c.label_corrections = ""
   c.image_size = 0                 # folder / tfds: resize to image_size^2 (0: as stored)
   c.image_channels = 0             # 0: as stored (all alike) | 1 | 3
   c.image_normalize = True         # per-channel mean / std of the training pool, on device

@@ -190,7 +190,7 @@ def _validate_own_data(config) -> None:
   _number(config, "label_score_epochs", 1, integer=True)
   for key in ("data_path", "data_root", "label_csv", "meta_root", "test_root", "tfds_name",
               "data_dir", "tfds_train_split", "tfds_test_split", "tfds_meta_split",
-              "tfds_image_key", "tfds_label_key", "trusted_ids"):
+              "tfds_image_key", "tfds_label_key", "trusted_ids", "label_corrections"):
     _present(config, key)
     _check(isinstance(config[key], str), f"{key} must be a string, got {config[key]!r}")
   needs = {"npz": "data_path", "folder": "data_root", "tfds": "tfds_name"}

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from configs import own_data
-from gdw_jax import train
+from gdw_jax import train, validation
 from gdw_jax.analysis import label_issues, review, workdir as workdir_lib
+from gdw_jax.validation import ConfigError
 
 EPOCHS = 4  # enough for a ranking with the wrong labels on top; the loop, not accuracy, is tested
 
@@ -107,3 +108,104 @@ def test_thumbnail_of_float_and_large_images_is_a_small_png():
   assert img.size == (32, 64) and img.mode == "RGB"
   small = review.thumbnail(np.zeros((8, 8, 1), np.uint8))
   assert Image.open(io.BytesIO(base64.b64decode(small.split(",", 1)[1]))).size == (8, 8)
+
+
+# ---------------------------------------------------------------------------------------------
+# label_corrections: a reviewed corrections.csv applied to the given labels
+
+
+def write_corrections(path, rows, workdir=None):
+  lines = ([f"# workdir: {workdir}"] if workdir else []) + ["id,action,new_label"] + rows
+  path.write_text("\n".join(lines) + "\n")
+  return str(path)
+
+
+def test_corrections_relabel_and_remove_exactly_the_rows_given(folder_run, tmp_path):
+  root, work = folder_run
+  cols = label_issues.read_csv(work / "label_issues.csv")
+  ids, given = cols["id"], cols["given_label"]
+  other = (given[0] + 1) % 10
+  csv_path = write_corrections(tmp_path / "c.csv", [
+      f"{ids[0]},relabel,{other}", f"{ids[1]},remove,", f"{ids[2]},keep,",
+      f"{ids[3]},relabel,{given[3]}"], workdir=work)
+  plain = validation.build_data(own_config(root))
+  ds = validation.build_data(own_config(root, label_corrections=csv_path))
+  assert ds.num_train == plain.num_train - 1 and ids[1] not in set(ds.train_ids)
+  before = dict(zip(plain.train_ids, plain.y_train))
+  after = dict(zip(ds.train_ids, ds.y_train))
+  changed = {i for i in after if after[i] != before[i]}
+  assert changed == {ids[0]} and after[ids[0]] == other
+  rec = ds.label_corrections
+  assert (rec["num_relabelled"], rec["num_removed"], rec["num_kept"], rec["rows"]) == (1, 1, 2, 4)
+  assert rec["relabelled"] == [{"id": ids[0], "from": str(given[0]), "to": str(other)}]
+  assert rec["removed"] == [ids[1]] and rec["source_workdir"] == str(work)
+  assert ds.summary()["label_corrections"]["num_changed"] == 2
+  np.testing.assert_array_equal(ds.y_meta, plain.y_meta)  # the trusted set is untouched
+
+
+BAD = {
+    "unknown id": (["nope.png,remove,"], "line 2: 'nope.png' is not the id of a training"),
+    "not a class": (["{id},relabel,cat"], "line 2: new_label 'cat' is not a class"),
+    "index out of range": (["{id},relabel,10"], "line 2: new_label '10' is not a class"),
+    "repeated id": (["{id},keep,", "{id},remove,"], "lists id '{id}' twice (lines 2 and 3)"),
+    "unknown action": (["{id},fix,3"], "line 2: action 'fix' is not one of keep, relabel"),
+    "label on remove": (["{id},remove,3"], "line 2: remove takes no new_label"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_corrections_are_one_line_errors_before_anything_is_written(folder_run, tmp_path,
+                                                                        case):
+  root, work = folder_run
+  first = label_issues.read_csv(work / "label_issues.csv")["id"][0]
+  rows, message = BAD[case]
+  csv_path = write_corrections(tmp_path / "c.csv", [r.format(id=first) for r in rows])
+  out = tmp_path / "run"
+  with pytest.raises(ConfigError) as e:
+    train.train_and_evaluate(own_config(root, label_corrections=csv_path), str(out))
+  assert str(e.value).startswith(f"label_corrections: {csv_path} ")
+  assert message.format(id=first) in str(e.value) and "\n" not in str(e.value)
+  assert not out.exists()
+
+
+def test_corrections_cannot_touch_the_trusted_set_or_clean_labels(folder_run, tmp_path):
+  root, work = folder_run
+  trusted_id = label_issues.read_csv(work / "label_issues.csv")["id"][-1]
+  (tmp_path / "trusted.txt").write_text(trusted_id + "\n")
+  csv_path = write_corrections(tmp_path / "c.csv", [f"{trusted_id},remove,"])
+  config = own_config(root, label_corrections=csv_path, meta_root="",
+                      trusted_ids=str(tmp_path / "trusted.txt"),
+                      allow_missing_meta_classes=True)
+  with pytest.raises(ConfigError, match="is in the trusted set"):
+    validation.build_data(config)
+  with pytest.raises(ConfigError, match="corrections apply to given labels"):
+    validation.build_data(own_config(root, label_corrections=csv_path, given_labels="clean",
+                                     meta_root="", meta_per_class=2))
+  with pytest.raises(ConfigError, match="label_corrections: file .*missing.csv does not exist"):
+    validation.build_data(own_config(root, label_corrections=str(tmp_path / "missing.csv")))
+  (tmp_path / "noheader.csv").write_text(f"{trusted_id},remove,\n")
+  with pytest.raises(ConfigError, match="line 1: the header must be id,action,new_label"):
+    validation.build_data(own_config(root, label_corrections=str(tmp_path / "noheader.csv")))
+
+
+def test_retrain_records_the_corrections_and_reports_accuracy_before_and_after(folder_run,
+                                                                              tmp_path):
+  root, work = folder_run
+  cols = label_issues.read_csv(work / "label_issues.csv")
+  rows = [f"{i},relabel,{p}" for i, p in zip(cols["id"][:30], cols["predicted_label"][:30])]
+  csv_path = write_corrections(tmp_path / "c.csv", rows + [f"{cols['id'][30]},remove,"],
+                               workdir=work)
+  out = tmp_path / "retrained"
+  final = train.train_and_evaluate(own_config(root, label_corrections=csv_path, report=True),
+                                   str(out))
+  rec = json.loads((out / "corrections_applied.json").read_text())
+  assert rec["num_changed"] == 31 and rec["num_removed"] == 1
+  assert {r["id"] for r in rec["relabelled"]} == set(cols["id"][:30])
+  labels = np.load(out / "labels.npz")
+  assert len(labels["ids"]) == 1196
+  assert json.loads((out / "data.json").read_text())["label_corrections"]["num_relabelled"] == 30
+  text = (out / "report.md").read_text()
+  previous = json.loads((work / "final.json").read_text())
+  assert "## Label corrections" in text and "**31 labels changed**" in text
+  assert (f"| mean of the last 5 epochs | {previous['last5_acc']:.2f}% | "
+          f"{final['last5_acc']:.2f}% |") in text

@@ -215,6 +215,43 @@ def _final_section(doc: _Doc, run: Run, summary: Dict[str, Any]):
   doc.add("")
 
 
+def _previous_final(workdir: Optional[str]) -> Optional[Dict[str, Any]]:
+  """The reviewed run's ``final.json`` (None if unknown or unreadable)."""
+  if not workdir:
+    return None
+  try:
+    with open(os.path.join(workdir, "final.json")) as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return None
+
+
+def _corrections_section(doc: _Doc, run: Run, summary: Dict[str, Any]):
+  rec = run.corrections
+  doc.add(f"Trained on reviewed labels (`{rec['file']}`, {rec['rows']} rows): "
+          f"**{rec['num_changed']} labels changed**, {rec['num_relabelled']} relabelled and "
+          f"{rec['num_removed']} removed; {rec['num_kept']} reviewed and kept. Each change is "
+          "listed in `corrections_applied.json`.", "")
+  before = _previous_final(rec.get("source_workdir"))
+  after = final_metrics(run) or {}
+  summary["label_corrections"] = {"num_changed": rec["num_changed"],
+                                  "previous_last5_acc": (before or {}).get("last5_acc"),
+                                  "last5_acc": after.get("last5_acc")}
+  if after.get("last5_acc") is None:
+    doc.add("There is no test set, so no accuracy before / after.", "")
+    return
+  if before is None:
+    doc.add(f"The reviewed run's final.json was not found ("
+            f"`{rec.get('source_workdir') or 'no # workdir: line in the file'}`): no accuracy "
+            "before the corrections to compare with.", "")
+    return
+  doc.add("| test accuracy | before (reviewed run) | after (this run) |", "|---|---|---|")
+  for key, what in (("last5_acc", "mean of the last 5 epochs"), ("best_acc", "best epoch"),
+                    ("last_acc", "last epoch")):
+    doc.add(f"| {what} | {_fmt(before.get(key), 2, True)} | {_fmt(after.get(key), 2, True)} |")
+  doc.add("", f"Before: `{rec['source_workdir']}` (method {before.get('method', 'n/a')}).", "")
+
+
 def _curves_section(doc: _Doc, run: Run):
   if not run.metrics:
     raise _Skip("metrics.jsonl is missing or empty")
@@ -374,6 +411,8 @@ def write_report(workdir: str, loss_max: float = 10.0) -> str:
     doc.add(f"**Note: {note}.**", "")
   summary["notes"] = _notes(run)
   doc.section("Final metrics", lambda: _final_section(doc, run, summary))
+  if run.corrections is not None:  # trained on reviewed labels
+    doc.section("Label corrections", lambda: _corrections_section(doc, run, summary))
   doc.section("Configuration", lambda: _config_section(doc, run))
   doc.section("Data and realised corruption", lambda: _data_section(doc, run))
   doc.section("Learning curves", lambda: _curves_section(doc, run))

@@ -2,7 +2,8 @@
 
 The trainer (:func:`gdw_jax.train.train_and_evaluate`) writes ``config.json``, ``data.json``,
 ``labels.npz``, ``metrics.jsonl``, ``final.json``, ``sample_weights.npz``, ``predictions.npz``,
-``method_state.msgpack`` and ``label_issues.csv``. A run killed early, an older run or another
+``method_state.msgpack`` and ``label_issues.csv`` (and ``corrections_applied.json`` when it
+trained on reviewed labels). A run killed early, an older run or another
 trainer may lack some of them: :func:`load_run` keeps ``None`` for each missing piece and the
 analysis skips what it cannot draw, so one missing file never hides the rest. A run on given
 labels whose truth is unknown (``labels.npz`` ``truth_known=False``) has no true labels:
@@ -31,6 +32,7 @@ class Run:
   predictions: Optional[Dict[str, np.ndarray]] = None
   method_state_bytes: Optional[bytes] = None
   label_issues: Optional[Dict[str, np.ndarray]] = None  # label_issues.csv, in rank order
+  corrections: Optional[Dict[str, Any]] = None  # corrections_applied.json (label_corrections)
   problems: List[str] = dataclasses.field(default_factory=list)  # unreadable files
 
   def get(self, key: str, default=None):
@@ -175,6 +177,7 @@ _FILES = (  # (attribute, file name, kind)
     ("predictions", "predictions.npz", "npz"),
     ("method_state_bytes", "method_state.msgpack", "bytes"),
     ("label_issues", "label_issues.csv", "csv"),
+    ("corrections", "corrections_applied.json", "json"),
 )
 
 

@@ -11,6 +11,11 @@ Where the meta set comes from (``BiasedDataset.meta_source``):
   clean, and every output says so (:data:`NOT_CLEAN`);
 * ``none``: given labels and no trusted set; only methods without a meta set can run.
 
+``label_corrections`` (a reviewed ``corrections.csv``, :mod:`gdw_jax.data.corrections`) relabels
+or removes given training labels before the split; the dataset keeps the record
+(``label_corrections``), which ``save_labels`` writes beside ``labels.npz`` as
+``corrections_applied.json``.
+
 With given labels and no truth (``truth_known=False``) ``y_train_true`` holds the given labels
 (so per-step bookkeeping has an array) and is never reported as the truth.
 """
@@ -23,7 +28,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 import numpy as np
 from absl import logging
 
-from gdw_jax.data import corruption, noise, sources
+from gdw_jax.data import corrections, corruption, noise, sources
 
 META_SOURCES = ("split", "trusted", "from_train", "none")
 NOT_CLEAN = ("the meta set was drawn from the training set's given labels "
@@ -58,6 +63,8 @@ class BiasedDataset:
   class_names: Optional[Tuple[str, ...]] = None
   source_info: Optional[Dict[str, Any]] = None
   extra_tests: Optional[Dict[str, Tuple[Any, np.ndarray]]] = None  # name -> (x, y), see sources
+  # What label_corrections changed (gdw_jax/data/corrections.py); written beside labels.npz.
+  label_corrections: Optional[Dict[str, Any]] = None
 
   @property
   def has_test(self) -> bool:
@@ -120,6 +127,8 @@ class BiasedDataset:
       out["class_names"] = list(self.class_names)
     if self.source_info:
       out["source"] = self.source_info
+    if self.label_corrections is not None:
+      out["label_corrections"] = corrections.summary(self.label_corrections)
     return out
 
   def save_labels(self, path: str) -> None:
@@ -128,6 +137,10 @@ class BiasedDataset:
              meta_indices=self.meta_indices, meta_labels=self.y_meta, test_labels=self.y_test,
              corruption_matrix=self.corruption_matrix, truth_known=self.truth_known,
              ids=self.train_ids, **truth)
+    if self.label_corrections is not None:  # the record of how these labels came to be
+      from gdw_jax import fileio  # pylint: disable=import-outside-toplevel
+      fileio.write_json(os.path.join(os.path.dirname(os.path.abspath(path)),
+                                     corrections.APPLIED), self.label_corrections)
 
   @property
   def train_ids(self) -> np.ndarray:
@@ -204,6 +217,15 @@ def _check_meta_classes(config, y_train, y_meta, num_classes: int, names) -> Non
   logging.warning("%s (allow_missing_meta_classes=true)", msg)
 
 
+def _corrected(config, src: sources.Source, ids: np.ndarray, trusted: Optional[np.ndarray]):
+  """``(source, pool positions out of training, record)``: ``label_corrections`` applied (the
+  removed samples join the trusted ones out of the pool); as given without it."""
+  if not config.get("label_corrections"):
+    return src, trusted, None
+  src, removed, record = corrections.apply(config, src, ids, trusted)
+  return src, (removed if trusted is None else np.union1d(trusted, removed)), record
+
+
 def build(config, source: Optional[sources.Source] = None) -> BiasedDataset:
   """Load ``config.dataset`` (or use the loaded ``source``) and apply meta split, noise and
   imbalance from ``config``."""
@@ -213,7 +235,8 @@ def build(config, source: Optional[sources.Source] = None) -> BiasedDataset:
   trusted = _trusted_positions(config.trusted_ids, ids) if config.trusted_ids else None
   plan = _meta_plan(config, src, trusted)
   _check_given_noise(config, src)
-  pool = np.arange(n) if trusted is None else np.setdiff1d(np.arange(n), trusted)
+  src, out, record = _corrected(config, src, ids, trusted)
+  pool = np.arange(n) if out is None else np.setdiff1d(np.arange(n), out)
   meta_seed = int(config.meta_seed)
   class_map = None
   if config.noise_type == "asym" and float(config.noise_rate) > 0:
@@ -246,7 +269,7 @@ def build(config, source: Optional[sources.Source] = None) -> BiasedDataset:
       preprocess=src.preprocess, x_pool=src.x_pool if src.x_meta is None else None,
       ids_train=None if src.ids is None else src.ids[train_idx],
       truth_known=src.truth_known, meta_source=plan, class_names=src.class_names,
-      source_info=src.info, extra_tests=src.extra_tests)
+      source_info=src.info, extra_tests=src.extra_tests, label_corrections=record)
   for note in (NOT_CLEAN, NO_TEST):  # said at the start of the run, and in report.md
     if note in ds.notes:
       logging.warning("%s: %s", src.name, note)
