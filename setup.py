@@ -33,7 +33,10 @@ EXTRAS_REQUIRE = {
 }
 # Everything the suite imports: the README's test command installs only this extra, so it holds
 # the optional extras too (their code paths are tested). pytest-xdist: pytest.ini runs -n auto.
-EXTRAS_REQUIRE["test"] = (["pytest", "pytest-xdist", "nbclient", "nbformat", "ipykernel"]
+# selenium drives headless Chromium in tests/test_review.py (the browser itself is a system
+# package: apt-get install -y chromium chromium-driver).
+EXTRAS_REQUIRE["test"] = (["pytest", "pytest-xdist", "nbclient", "nbformat", "ipykernel",
+                           "selenium"]
                           + EXTRAS_REQUIRE["tensorboard"] + EXTRAS_REQUIRE["compare"])
 
 setup(

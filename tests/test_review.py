@@ -2,7 +2,10 @@
 thumbnails, and a workdir that the page's writer only reads."""
 import json
 import os
+import pathlib
 import re
+import shutil
+import time
 
 import numpy as np
 import pytest
@@ -209,3 +212,163 @@ def test_retrain_records_the_corrections_and_reports_accuracy_before_and_after(f
   assert "## Label corrections" in text and "**31 labels changed**" in text
   assert (f"| mean of the last 5 epochs | {previous['last5_acc']:.2f}% | "
           f"{final['last5_acc']:.2f}% |") in text
+
+
+# ---------------------------------------------------------------------------------------------
+# The page in a real browser: headless Chromium driven by selenium. Chromium and chromedriver are
+# system packages (Debian: apt-get install -y chromium chromium-driver); without them these tests
+# fail, they do not skip. GDW_JAX_TEST_ARTIFACTS=DIR keeps the screenshot and timings there.
+
+APT = "apt-get install -y chromium chromium-driver"
+
+
+@pytest.fixture
+def browser(tmp_path):
+  from selenium import webdriver
+  from selenium.webdriver.chrome.service import Service
+  found = {name: shutil.which(name) for name in ("chromium", "chromedriver")}
+  missing = [name for name, path in found.items() if not path]
+  if missing:
+    pytest.fail(f"the browser tests need {' and '.join(missing)} on PATH: {APT}")
+  downloads = tmp_path / "downloads"
+  downloads.mkdir()
+  options = webdriver.ChromeOptions()
+  options.binary_location = found["chromium"]
+  for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+              "--window-size=1400,1000"):
+    options.add_argument(arg)
+  options.add_experimental_option("prefs", {"download.default_directory": str(downloads),
+                                            "download.prompt_for_download": False})
+  driver = webdriver.Chrome(options=options, service=Service(found["chromedriver"]))
+  driver.execute_cdp_cmd("Page.setDownloadBehavior",
+                         {"behavior": "allow", "downloadPath": str(downloads)})
+  driver.downloads = downloads
+  yield driver
+  driver.quit()
+
+
+def artefact(path):
+  """Copy ``path`` to $GDW_JAX_TEST_ARTIFACTS (if set): what a CI run keeps."""
+  target = os.environ.get("GDW_JAX_TEST_ARTIFACTS")
+  if target:
+    os.makedirs(target, exist_ok=True)
+    shutil.copy(path, target)
+
+
+def open_page(driver, path):
+  """Load the page from disk; seconds until its first rows were drawn."""
+  from selenium.webdriver.support.ui import WebDriverWait
+  start = time.perf_counter()
+  driver.get(pathlib.Path(path).resolve().as_uri())
+  WebDriverWait(driver, 60).until(
+      lambda d: d.execute_script("return document.body.dataset.ready === '1'"))
+  return time.perf_counter() - start
+
+
+def shown(driver, what="id"):
+  return driver.execute_script(
+      f"return Array.from(document.querySelectorAll('#body tr')).map(r => r.dataset.{what})")
+
+
+def press(driver, *keys):
+  from selenium.webdriver.common.action_chains import ActionChains
+  for key in keys:
+    ActionChains(driver).send_keys(key).perform()
+
+
+def wait_for_file(path, timeout=20):
+  end = time.time() + timeout
+  while time.time() < end:
+    if path.exists() and path.stat().st_size:
+      return path.read_text()
+    time.sleep(0.1)
+  raise AssertionError(f"{path} was not downloaded")
+
+
+def test_review_in_the_browser_decide_reload_export_retrain(folder_run, browser, tmp_path):
+  from selenium.webdriver.common.by import By
+  from selenium.webdriver.common.keys import Keys
+  from selenium.webdriver.support.ui import Select
+  from experiments import review as cli
+  root, work = folder_run
+  page = tmp_path / "review.html"
+  assert cli.main([str(work), "--out", str(page)]) == 0
+  cols = label_issues.read_csv(work / "label_issues.csv")
+  ids, given, pred = cols["id"].tolist(), cols["given_label"], cols["predicted_label"]
+  open_page(browser, page)
+  assert shown(browser) == ids[:50]  # most suspicious first
+  assert browser.execute_script("return Array.from(document.images).filter("
+                                "i => i.complete && i.naturalWidth > 0).length") == 50
+  # Filter: given class of the top sample; the rows are that class's, still in rank order.
+  g = int(given[0])
+  Select(browser.find_element(By.ID, "f-given")).select_by_value(str(g))
+  rows = [i for i, y in enumerate(given) if y == g]
+  assert shown(browser) == [ids[i] for i in rows[:50]]
+  # Keyboard: p (accept predicted), k, x, skip one, a digit, then x + undo on the next.
+  other = next(c for c in range(10) if c not in (g, pred[rows[4]]))
+  press(browser, "p", "k", "x", Keys.ARROW_DOWN, str(other), "x", Keys.ARROW_UP, "u")
+  expected = {ids[rows[0]]: ("relabel", str(pred[rows[0]])) if pred[rows[0]] != g
+              else ("keep", ""), ids[rows[1]]: ("keep", ""), ids[rows[2]]: ("remove", ""),
+              ids[rows[4]]: ("relabel", str(other))}
+  summary = browser.find_element(By.ID, "summary").text
+  assert summary.startswith("reviewed 4 of 1197")
+  browser.refresh()  # decisions survive a reload (local storage)
+  open_page(browser, page)
+  assert browser.find_element(By.ID, "summary").text.startswith("reviewed 4 of 1197")
+  Select(browser.find_element(By.ID, "f-dec")).select_by_value("remove")
+  assert shown(browser) == [ids[rows[2]]]
+  Select(browser.find_element(By.ID, "f-dec")).select_by_value("")
+  shot = tmp_path / "review_screenshot.png"
+  browser.save_screenshot(str(shot))
+  artefact(shot)
+  browser.find_element(By.ID, "export").click()
+  text = wait_for_file(browser.downloads / "corrections.csv")
+  lines = text.splitlines()
+  assert lines[:2] == [f"# workdir: {os.path.abspath(work)}", "id,action,new_label"]
+  want = [f"{i},{expected[i][0]},{expected[i][1]}" for i in ids if i in expected]
+  assert lines[2:] == want  # in rank order
+  # Retrain on the exported file: exactly those labels changed, the removed sample is gone.
+  out = tmp_path / "retrained"
+  train.train_and_evaluate(own_config(root, label_corrections=str(browser.downloads /
+                                                                  "corrections.csv")), str(out))
+  old, new = np.load(work / "labels.npz"), np.load(out / "labels.npz")
+  before = dict(zip(old["ids"].tolist(), old["noisy_labels"].tolist()))
+  after = dict(zip(new["ids"].tolist(), new["noisy_labels"].tolist()))
+  assert set(before) - set(after) == {ids[rows[2]]}
+  changed = {i: str(after[i]) for i in after if after[i] != before[i]}
+  assert changed == {i: label for i, (action, label) in expected.items() if action == "relabel"}
+
+
+def test_page_of_50000_rows_opens_and_pages_fast(browser, tmp_path):
+  """A generated page of 50,000 ranked samples (16x16 thumbnails, all distinct): opens, filters,
+  sorts and pages, with only the shown page's images decoded."""
+  from selenium.webdriver.common.by import By
+  from selenium.webdriver.support.ui import Select
+  n, rng = 50_000, np.random.default_rng(0)
+  given, pred = rng.integers(0, 10, n), rng.integers(0, 10, n)
+  score = np.sort(rng.random(n))
+  table = {"workdir": str(tmp_path), "title": "50,000 rows", "classes": [f"c{c}" for c in
+                                                                           range(10)],
+           "label_score": "probability", "rank": list(range(1, n + 1)),
+           "id": [f"img/{i:05d}.png" for i in range(n)], "given": given.tolist(),
+           "pred": pred.tolist(), "p": score.tolist(), "score": score.tolist(), "weight": None,
+           "cw": None, "total": n}
+  images = [review.thumbnail(rng.integers(0, 256, (16, 16), dtype=np.uint8)) for _ in range(n)]
+  page = review.write_page(str(tmp_path / "big.html"), table, images)
+  seconds = open_page(browser, page)
+  assert shown(browser) == table["id"][:50]
+  assert browser.execute_script("return document.images.length") == 50
+  start = time.perf_counter()
+  browser.find_element(By.ID, "next").click()
+  Select(browser.find_element(By.ID, "f-pred")).select_by_value("3")
+  browser.find_element(By.CSS_SELECTOR, "th[data-sort=score]").click()  # ascending
+  browser.find_element(By.CSS_SELECTOR, "th[data-sort=score]").click()  # descending
+  interact = time.perf_counter() - start
+  top = [i for i in np.argsort(-score, kind="stable") if pred[i] == 3][:50]
+  assert shown(browser) == [table["id"][i] for i in top]
+  timings = {"rows": n, "page_mb": round(os.path.getsize(page) / 1e6, 1),
+             "open_s": round(seconds, 2), "page_filter_sort_s": round(interact, 2)}
+  print(f"\n50,000-row review page: {timings}")
+  (tmp_path / "review_timings.json").write_text(json.dumps(timings))
+  artefact(tmp_path / "review_timings.json")
+  assert seconds < 20 and interact < 10  # measured here: see docs/own_data.md
