@@ -372,3 +372,58 @@ def test_page_of_50000_rows_opens_and_pages_fast(browser, tmp_path):
   (tmp_path / "review_timings.json").write_text(json.dumps(timings))
   artefact(tmp_path / "review_timings.json")
   assert seconds < 20 and interact < 10  # measured here: see docs/own_data.md
+
+
+# ---------------------------------------------------------------------------------------------
+# Label Studio: import tasks with the model's suggestion, its export back to corrections.csv
+
+
+def test_label_studio_tasks_and_export_back_to_corrections(folder_run, tmp_path, capsys):
+  from experiments import review as cli
+  from gdw_jax.analysis import label_studio
+  from gdw_jax.data import corrections
+  root, work = folder_run
+  cols = label_issues.read_csv(work / "label_issues.csv")
+  assert cli.main([str(work), "--label-studio", str(tmp_path / "tasks.json"), "--top", "6"]) == 0
+  tasks = json.loads((tmp_path / "tasks.json").read_text())
+  assert [t["data"]["id"] for t in tasks] == cols["id"][:6].tolist()
+  prefix = "/data/local-files/?d=" + str(root / "train").lstrip("/") + "/"
+  for t, pred, given, score in zip(tasks, cols["predicted_label"], cols["given_label"],
+                                   cols["score"]):
+    assert t["data"]["image"] == prefix + t["data"]["id"]
+    assert t["data"]["given_label"] == str(given) and t["data"]["workdir"] == str(work)
+    [p] = t["predictions"]
+    assert p["score"] == pytest.approx(score, rel=1e-5) and p["model_version"] == "gdw_jax gdw"
+    assert p["result"] == [{"from_name": "label", "to_name": "image", "type": "choices",
+                            "value": {"choices": [str(pred)]}}]
+  xml = (tmp_path / "tasks_label_config.xml").read_text()
+  assert '<Choices name="label" toName="image"' in xml and '<Image name="image"' in xml
+  assert xml.count("<Choice value=") == 11 and label_studio.REMOVE in xml
+
+  # What Label Studio exports once a team annotated: each task with its id and annotations.
+  def annotated(task, choice, cancelled=False):
+    result = [{"from_name": "label", "to_name": "image", "type": "choices",
+               "value": {"choices": [choice]}}]
+    return dict(task, id=100 + len(export), annotations=[
+        {"result": result, "was_cancelled": cancelled}])
+  export = []
+  for task, choice in zip(tasks, [str(cols["predicted_label"][0]), str(cols["given_label"][1]),
+                                  label_studio.REMOVE]):
+    export.append(annotated(task, choice))
+  export.append(annotated(tasks[3], "5", cancelled=True))  # skipped by the annotator
+  export.append(dict(tasks[4], id=200, annotations=[]))  # not reviewed
+  (tmp_path / "export.json").write_text(json.dumps(export))
+  assert cli.main([str(work), "--from-label-studio", str(tmp_path / "export.json")]) == 0
+  got = corrections.read(str(tmp_path / "corrections.csv"), [str(c) for c in range(10)])
+  assert got.source_workdir == str(work)
+  ids = cols["id"]
+  assert [(r.id, r.action, r.label) for r in got.rows] == [
+      (ids[0], "relabel", int(cols["predicted_label"][0])), (ids[1], "keep", None),
+      (ids[2], "remove", None)]
+  export[0]["annotations"][0]["result"][0]["value"]["choices"] = ["cat"]
+  (tmp_path / "export.json").write_text(json.dumps(export))
+  capsys.readouterr()
+  assert cli.main([str(work), "--from-label-studio", str(tmp_path / "export.json"),
+                   "--out", str(tmp_path / "bad.csv")]) == 2
+  assert "task 0 (id 100): choice 'cat' is not a class of the run" in capsys.readouterr().err
+  assert not (tmp_path / "bad.csv").exists()

@@ -159,6 +159,24 @@ def apply(config, src, ids: np.ndarray, trusted: Optional[np.ndarray]
   return src, drop, record
 
 
+def write(path: str, rows: Sequence[Tuple[str, str, str]],
+          workdir: Optional[str] = None) -> None:
+  """Write ``(id, action, new_label)`` rows as a corrections file (atomically), after the
+  ``# workdir:`` line when the reviewed run is known."""
+  import io  # pylint: disable=import-outside-toplevel
+  from gdw_jax import fileio  # pylint: disable=import-outside-toplevel
+  buf = io.StringIO()
+  if workdir:
+    buf.write(f"{WORKDIR_COMMENT} {str(workdir).replace(chr(10), ' ').replace(chr(13), ' ')}\n")
+  w = csv.writer(buf, lineterminator="\n")
+  w.writerow(HEADER)
+  for row in rows:
+    if row[1] not in ACTIONS:
+      raise ValueError(f"unknown action {row[1]!r} for id {row[0]!r}")
+    w.writerow(row)
+  fileio.write_bytes(path, buf.getvalue().encode("utf-8"))
+
+
 def summary(record: Dict[str, Any]) -> Dict[str, Any]:
   """The record without its per-sample lists (what data.json says)."""
   return {k: v for k, v in record.items() if k not in ("relabelled", "removed")}
