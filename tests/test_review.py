@@ -427,3 +427,19 @@ def test_label_studio_tasks_and_export_back_to_corrections(folder_run, tmp_path,
                    "--out", str(tmp_path / "bad.csv")]) == 2
   assert "task 0 (id 100): choice 'cat' is not a class of the run" in capsys.readouterr().err
   assert not (tmp_path / "bad.csv").exists()
+
+
+def test_scripted_review_accepts_the_prediction_only_where_the_truth_agrees(folder_run, tmp_path):
+  from experiments import review_gain
+  from gdw_jax.data import corrections
+  root, work = folder_run
+  counts = review_gain.review(str(work), str(root / "truth.csv"), 40, str(tmp_path / "c.csv"))
+  got = corrections.read(str(tmp_path / "c.csv"), [str(c) for c in range(10)])
+  truth = dict(line.split(",") for line in (root / "truth.csv").read_text().split()[1:])
+  cols = label_issues.read_csv(work / "label_issues.csv")
+  assert [r.id for r in got.rows] == cols["id"][:40].tolist()
+  for r, pred in zip(got.rows, cols["predicted_label"]):
+    assert (r.action == "relabel") == (int(truth[r.id]) == pred != int(r.id.split("/")[0]))
+  assert counts["fixed"] == sum(r.action == "relabel" for r in got.rows) > 20
+  assert counts["wrong_before"] == 427 and counts["wrong_after"] == 427 - counts["fixed"]
+  assert got.source_workdir == os.path.abspath(work)

@@ -216,14 +216,19 @@ def _final_section(doc: _Doc, run: Run, summary: Dict[str, Any]):
 
 
 def _previous_final(workdir: Optional[str]) -> Optional[Dict[str, Any]]:
-  """The reviewed run's ``final.json`` (None if unknown or unreadable)."""
+  """The reviewed run's ``final.json``, or a seeds launch's mean (``summary.json``); None if
+  unknown or unreadable."""
   if not workdir:
     return None
-  try:
-    with open(os.path.join(workdir, "final.json")) as f:
-      return json.load(f)
-  except (OSError, ValueError):
-    return None
+  for name in ("final.json", "summary.json"):
+    try:
+      with open(os.path.join(workdir, name)) as f:
+        found = json.load(f)
+    except (OSError, ValueError):
+      continue
+    return found if name == "final.json" else dict(found.get("mean") or {},
+                                                   method=found.get("method"))
+  return None
 
 
 def _corrections_section(doc: _Doc, run: Run, summary: Dict[str, Any]):
