@@ -443,3 +443,13 @@ def test_scripted_review_accepts_the_prediction_only_where_the_truth_agrees(fold
   assert counts["fixed"] == sum(r.action == "relabel" for r in got.rows) > 20
   assert counts["wrong_before"] == 427 and counts["wrong_after"] == 427 - counts["fixed"]
   assert got.source_workdir == os.path.abspath(work)
+
+
+def test_accuracy_before_is_read_from_final_json_or_a_seeds_launch_summary(tmp_path):
+  from gdw_jax.analysis import report
+  assert report._previous_final(None) is None
+  assert report._previous_final(str(tmp_path)) is None
+  (tmp_path / "summary.json").write_text(json.dumps({"method": "erm", "mean": {"last5_acc": 75.0}}))
+  assert report._previous_final(str(tmp_path)) == {"last5_acc": 75.0, "method": "erm"}
+  (tmp_path / "final.json").write_text(json.dumps({"method": "gdw", "last5_acc": 94.6}))
+  assert report._previous_final(str(tmp_path))["last5_acc"] == 94.6
