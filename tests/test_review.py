@@ -18,9 +18,9 @@ from gdw_jax.validation import ConfigError
 EPOCHS = 4  # enough for a ranking with the wrong labels on top; the loop, not accuracy, is tested
 
 
-def own_config(root, **overrides):
+def own_config(root, method="gdw", epochs=EPOCHS, **overrides):
   """configs/own_data.py on the digits folder example, short and quiet."""
-  c = own_data.get_config(f"root={root},epochs={EPOCHS}")
+  c = own_data.get_config(f"root={root},method={method},epochs={epochs}")
   c.progress, c.checkpoint, c.report = False, False, False
   for key, value in overrides.items():
     c[key] = value
@@ -199,8 +199,9 @@ def test_retrain_records_the_corrections_and_reports_accuracy_before_and_after(f
   csv_path = write_corrections(tmp_path / "c.csv", rows + [f"{cols['id'][30]},remove,"],
                                workdir=work)
   out = tmp_path / "retrained"
-  final = train.train_and_evaluate(own_config(root, label_corrections=csv_path, report=True),
-                                   str(out))
+  # A short ERM retrain: what is tested is the record and the report, not the method.
+  final = train.train_and_evaluate(own_config(root, "erm", 2, label_corrections=csv_path,
+                                              report=True), str(out))
   rec = json.loads((out / "corrections_applied.json").read_text())
   assert rec["num_changed"] == 31 and rec["num_removed"] == 1
   assert {r["id"] for r in rec["relabelled"]} == set(cols["id"][:30])
@@ -329,8 +330,8 @@ def test_review_in_the_browser_decide_reload_export_retrain(folder_run, browser,
   assert lines[2:] == want  # in rank order
   # Retrain on the exported file: exactly those labels changed, the removed sample is gone.
   out = tmp_path / "retrained"
-  train.train_and_evaluate(own_config(root, label_corrections=str(browser.downloads /
-                                                                  "corrections.csv")), str(out))
+  train.train_and_evaluate(own_config(root, "erm", 2, label_corrections=str(
+      browser.downloads / "corrections.csv")), str(out))
   old, new = np.load(work / "labels.npz"), np.load(out / "labels.npz")
   before = dict(zip(old["ids"].tolist(), old["noisy_labels"].tolist()))
   after = dict(zip(new["ids"].tolist(), new["noisy_labels"].tolist()))

@@ -254,7 +254,8 @@ def _corrections_section(doc: _Doc, run: Run, summary: Dict[str, Any]):
   for key, what in (("last5_acc", "mean of the last 5 epochs"), ("best_acc", "best epoch"),
                     ("last_acc", "last epoch")):
     doc.add(f"| {what} | {_fmt(before.get(key), 2, True)} | {_fmt(after.get(key), 2, True)} |")
-  doc.add("", f"Before: `{rec['source_workdir']}` (method {before.get('method', 'n/a')}).", "")
+  doc.add("", f"Before: `{rec['source_workdir']}` (method {before.get('method', 'n/a')}); after: "
+              f"this run (method {run.method}).", "")
 
 
 def _curves_section(doc: _Doc, run: Run):

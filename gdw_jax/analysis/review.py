@@ -56,8 +56,11 @@ def review_table(run, top: Optional[int] = None) -> Dict[str, Any]:
   """The page's data (no images): columns in rank order, at most ``top`` rows."""
   cols = run.label_issues
   if cols is None:
+    seeds = sorted(d for d in os.listdir(run.workdir) if d.startswith("seed_"))
+    hint = (f"; a launch of several seeds has one per run: give {run.workdir}/{seeds[0]}"
+            if seeds else "")
     raise ValueError(f"{run.workdir} has no readable label_issues.csv (runs write it when they "
-                     f"finish)")
+                     f"finish){hint}")
   n = len(cols["rank"]) if top is None else min(top, len(cols["rank"]))
   ids = cols["id"][:n]
   names = class_names_of(run)
