@@ -217,8 +217,10 @@ def test_retrain_records_the_corrections_and_reports_accuracy_before_and_after(f
 
 # ---------------------------------------------------------------------------------------------
 # The page in a real browser: headless Chromium driven by selenium. Chromium and chromedriver are
-# system packages (Debian: apt-get install -y chromium chromium-driver); without them these tests
-# fail, they do not skip. GDW_JAX_TEST_ARTIFACTS=DIR keeps the screenshot and timings there.
+# system packages (Debian: apt-get install -y chromium chromium-driver), which `.ci/run` installs.
+# In CI (CI=true) a missing browser fails these tests; on a user's machine without one they are
+# skipped with the line that installs it, so the README's test command passes on a clean machine
+# with only pip. GDW_JAX_TEST_ARTIFACTS=DIR keeps the screenshot and timings there.
 
 APT = "apt-get install -y chromium chromium-driver"
 
@@ -230,7 +232,10 @@ def browser(tmp_path):
   found = {name: shutil.which(name) for name in ("chromium", "chromedriver")}
   missing = [name for name, path in found.items() if not path]
   if missing:
-    pytest.fail(f"the browser tests need {' and '.join(missing)} on PATH: {APT}")
+    why = f"the browser tests need {' and '.join(missing)} on PATH: {APT}"
+    if os.environ.get("CI", "").lower() in ("1", "true"):
+      pytest.fail(why)
+    pytest.skip(why)
   downloads = tmp_path / "downloads"
   downloads.mkdir()
   options = webdriver.ChromeOptions()

@@ -28,6 +28,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 import numpy as np
 from absl import logging
 
+from gdw_jax import fileio
 from gdw_jax.data import corrections, corruption, noise, sources
 
 META_SOURCES = ("split", "trusted", "from_train", "none")
@@ -138,7 +139,6 @@ class BiasedDataset:
              corruption_matrix=self.corruption_matrix, truth_known=self.truth_known,
              ids=self.train_ids, **truth)
     if self.label_corrections is not None:  # the record of how these labels came to be
-      from gdw_jax import fileio  # pylint: disable=import-outside-toplevel
       fileio.write_json(os.path.join(os.path.dirname(os.path.abspath(path)),
                                      corrections.APPLIED), self.label_corrections)
 
