@@ -283,7 +283,7 @@ def setup(config, source=None, num_runs: int = 1) -> Setup:
   validation.validate_image_size(config, ds.x_train.shape[1:])
   spe = pipeline.steps_per_epoch(ds.num_train, config.batch_size, config.drop_last)
   info = methods.DataInfo(ds.num_classes, ds.num_train, ds.class_counts, spe)
-  model = models.get(config.model, ds.num_classes, config, dtype)
+  model = models.get(config.model, ds.num_classes, methods.with_loss_overrides(config), dtype)
   try:  # e.g. a transfer file that is not a weighting net
     method = methods.get(config.method)(config, info)
   except ValueError as e:

@@ -290,7 +290,7 @@ def _validate_loss(config) -> None:
   _present(config, "loss")
   for key in losses.LOSS_KEYS:
     _present(config.loss, key, "loss.")
-  s = losses.loss_settings(config)
+  s = methods.loss_settings(config)
   p = "loss."
   _one_of(s, "name", losses.LOSS_NAMES, p)
   _one_of(s, "class_weights", losses.CLASS_WEIGHTS, p)
