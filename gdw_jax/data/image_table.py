@@ -26,6 +26,7 @@ import os
 from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from gdw_jax.data import images
 
@@ -91,8 +92,6 @@ class TfdsReader:
 
   def labels(self, progress: bool = False) -> np.ndarray:
     """Every record's label (reads each record once; the images stay encoded)."""
-    from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
-
     n, out, chunk = len(self), [], 1024
     for start in tqdm(range(0, n, chunk), disable=not progress, unit="chunk", leave=False,
                       desc=f"labels of {self.tfds_name} {self.split}"):

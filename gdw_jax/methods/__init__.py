@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+from importlib import metadata
 from typing import Dict, Iterable, Tuple, Union
 
 from gdw_jax import losses
@@ -60,7 +61,6 @@ def load_entry_points() -> None:
   if _entry_points_loaded:
     return
   _entry_points_loaded = True
-  from importlib import metadata
   for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
     try:
       obj = ep.load()
