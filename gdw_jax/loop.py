@@ -25,9 +25,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import signal
 import sys
-import threading
 import time
 from collections import defaultdict
 from typing import Any, Dict, List, NamedTuple, Optional
@@ -38,9 +36,10 @@ import numpy as np
 from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
-from gdw_jax import checkpoint, fileio, metrics, parallel, train
+from gdw_jax import checkpoint, fileio, metrics, parallel, train_step
 from gdw_jax import runs as runs_lib
 from gdw_jax import steps as steps_lib
+from gdw_jax.guards import FiniteGuard, Preempted, SignalGuard, with_finite_check
 from gdw_jax.data import pipeline, stream
 from gdw_jax.data.image_table import ImageTable
 from gdw_jax.validation import ConfigError
@@ -111,7 +110,7 @@ class Timers:
 
 
 # ---------------------------------------------------------------------------------------------
-# Steps' outputs on the host, and the finite check
+# Steps' outputs on the host
 
 
 class Block(NamedTuple):
@@ -121,79 +120,6 @@ class Block(NamedTuple):
   metrics: Dict[str, np.ndarray]
   weights: np.ndarray     # [T, K, B, k]
   finite: Dict[str, np.ndarray]
-
-
-class FiniteGuard:
-  """Stops the launch at the first step whose metrics, weights or new state are not finite;
-  the flags come back with the steps' other outputs, so this costs no extra sync."""
-
-  def __init__(self, steps_per_epoch: int, ckpt_dir: Optional[str], seeds=None):
-    self.spe, self.ckpt_dir, self.seeds = steps_per_epoch, ckpt_dir, seeds
-    self.last_saved: Optional[int] = None
-
-  def check(self, blocks: List[Block]) -> None:
-    for b in blocks:
-      if all(np.all(v) for v in b.finite.values()):
-        continue
-      for t, step in enumerate(b.steps):
-        for k in range(b.idx.shape[1]):
-          bad = [key for key, ok in b.finite.items() if not ok[t, k]]
-          if bad:
-            self._fail(step, bad, k)
-
-  def _fail(self, step: int, bad: List[str], k: int) -> None:
-    epoch, s = divmod(step, self.spe)
-    where = (f"the last good checkpoint is step {self.last_saved} in {self.ckpt_dir}"
-             if self.last_saved is not None else "no checkpoint was saved")
-    run = f" of the run with seed {self.seeds[k]}" if self.seeds else ""
-    raise train.NonFiniteError(
-        f"non-finite {', '.join(bad)} at step {step} (epoch {epoch}, batch {s}){run}; run "
-        f"stopped without saving, {where} (lower the learning rate or check the data)")
-
-
-class SignalGuard:
-  """SIGTERM / SIGINT while training: remembered, not fatal; the loop then saves the step it
-  reached and stops (:meth:`Trainer.train`). Installed only while :meth:`Trainer.train` runs
-  (from the main thread); the handlers before are put back after, also on error. After the
-  first signal the previous handler is back, so a second one acts as it would without the guard
-  (Ctrl-C twice: KeyboardInterrupt; a second SIGTERM: the process ends at once)."""
-
-  SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-  def __init__(self):
-    self.signum = 0
-    self._previous: Dict[int, Any] = {}
-
-  def __enter__(self):
-    self.signum = 0
-    if threading.current_thread() is threading.main_thread():  # signal.signal's rule
-      self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
-    return self
-
-  def __exit__(self, *exc) -> None:
-    for s, handler in self._previous.items():
-      signal.signal(s, _installable(handler))
-    self._previous = {}
-
-  def _handle(self, signum: int, frame) -> None:
-    del frame
-    self.signum = signum
-    signal.signal(signum, _installable(self._previous[signum]))
-
-  def requested(self) -> int:
-    """The signal that asked to stop (0: none). On several processes every process gets the
-    largest any process got (one all-gather per segment), so all stop after the same step and
-    save it together: a signal may reach the hosts at different times, or only one of them.
-    (JAX's ``multihost_utils.reached_preemption_sync_point`` needs a call at every step and
-    only knows SIGTERM; the loop's host events come once per segment.)"""
-    if jax.process_count() == 1:
-      return self.signum
-    return int(np.max(multihost_utils.process_allgather(np.int32(self.signum))))
-
-
-def _installable(handler):
-  # signal.signal returns None for a handler not set from Python; the default stands in for it
-  return signal.SIG_DFL if handler is None else handler
 
 
 # ---------------------------------------------------------------------------------------------
@@ -495,7 +421,7 @@ def initial_state(runs: runs_lib.Runs, batches: Optional[stream.StreamBatches] =
     ds = runs.datasets[k]
     sample = ds.preprocess(sample) if ds.preprocess else sample
     c = runs.configs[k]
-    state = train.create_train_state(jax.random.PRNGKey(seed), runs.model, runs.methods[k],
+    state = train_step.create_train_state(jax.random.PRNGKey(seed), runs.model, runs.methods[k],
                                      runs.tx, sample, c.init_from, c.model)
     states.append(jax.device_get(state))
   state = jax.tree.map(lambda *a: np.stack(a), *states) if runs.batched else states[0]
@@ -541,7 +467,7 @@ class Trainer:
     self.timers = Timers()
     self.stream = make_stream(runs)
     self.state = initial_state(runs, self.stream)
-    self.step_fn = steps_lib.RunsStep([train.with_finite_check(train.make_train_step(
+    self.step_fn = steps_lib.RunsStep([with_finite_check(train_step.make_train_step(
         runs.model, m, runs.tx, runs.schedule, hypergrad=runs.config.hypergrad,
         augment=runs.datasets[0].augment)) for m in _distinct(runs.methods)], runs.batched)
     self._make_eval_fns()
@@ -593,10 +519,10 @@ class Trainer:
   def _make_eval_fns(self):
     r, c = self.runs, self.runs.config
     pre = r.datasets[0].preprocess
-    self.evaluate = train.make_eval_fn(r.model, c.eval_batch_size, r.mesh, pre, runs=r.batched)
+    self.evaluate = train_step.make_eval_fn(r.model, c.eval_batch_size, r.mesh, pre, runs=r.batched)
     # one run's model on its own (a method's epoch_start hook); one run: the launch's own eval
     self.evaluate_one = (self.evaluate if not r.batched else
-                         train.make_eval_fn(r.model, c.eval_batch_size, None, pre))
+                         train_step.make_eval_fn(r.model, c.eval_batch_size, None, pre))
     ds = r.datasets[0]
 
     def cast(x):  # raw uint8 images are preprocessed on device; arrays take the run's dtype
@@ -792,11 +718,11 @@ class Trainer:
 
   def _stop(self, signum: int, step: int) -> None:
     """A signal came: the step's checkpoint committed (the metrics rows are written at each
-    epoch end, the rest is in the checkpoint), then :class:`gdw_jax.train.Preempted`."""
+    epoch end, the rest is in the checkpoint), then :class:`gdw_jax.guards.Preempted`."""
     for log in self.logs:
       if log.ckpt is not None:
         log.ckpt.wait()
-    raise train.Preempted(signum, step, self.runs.steps_per_epoch,
+    raise Preempted(signum, step, self.runs.steps_per_epoch,
                           saved=bool(self.runs.config.checkpoint))
 
   def _segment_end(self, step: int) -> int:

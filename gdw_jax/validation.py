@@ -1,6 +1,6 @@
 """Config validation in one place, before any work starts (nothing is written on error).
 
-Three stages, all run by :func:`gdw_jax.train.setup` / ``train_and_evaluate`` before the workdir
+Three stages, all run by :func:`gdw_jax.runs.setup` / ``train_and_evaluate`` before the workdir
 is touched:
 
 * :func:`validate`: the config alone: names (with the valid list), types, ranges and

@@ -141,7 +141,8 @@ def loss_settings(config) -> dict:
 def with_loss_overrides(config):
   """``config``, or a copy whose ``loss`` group carries the settings its method implies
   (:func:`loss_settings`): what the run's model is built from, so that ``classifier_head='auto'``
-  sees the loss the method trains with (LDAM-DRW's cosine head, :func:`gdw_jax.models.head_kind`)."""
+  sees the loss the method trains with (LDAM-DRW's cosine head:
+  :func:`gdw_jax.models.head_kind`)."""
   overrides = loss_overrides(config["method"])
   if not overrides:
     return config
