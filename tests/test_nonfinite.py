@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from configs import digits
-from gdw_jax import checkpoint, guards, loop, train, validation
+from gdw_jax import checkpoint, guards, inputs, train, validation
 from gdw_jax.data import pipeline
 
 
@@ -61,7 +61,7 @@ def _block(step, finite):
   """One step's host outputs as the loop sees them (leading [steps, runs] axes)."""
   flags = {k: np.asarray(v).reshape(1, -1) for k, v in finite.items()}
   k = next(iter(flags.values())).shape[1]
-  return loop.Block(range(step, step + 1), np.zeros((1, k, 4), np.int32), {}, None, flags)
+  return inputs.Block(range(step, step + 1), np.zeros((1, k, 4), np.int32), {}, None, flags)
 
 
 @pytest.mark.parametrize("w,p,bad", [(1.0, 0.0, []), (np.nan, 0.0, ["weights"]),
