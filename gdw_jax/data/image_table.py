@@ -26,6 +26,7 @@ import os
 from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from gdw_jax.data import images
@@ -45,8 +46,6 @@ class FileReader:
 
   def mode(self, i: int) -> str:
     """Pillow's mode of file ``i``, from its header."""
-    from PIL import Image  # pylint: disable=import-outside-toplevel
-
     def header(path):
       with Image.open(path) as im:
         return im.mode
@@ -55,8 +54,6 @@ class FileReader:
 
   def open(self, i: int):
     """The decoded ``PIL.Image`` of file ``i`` (fully loaded; errors name the file)."""
-    from PIL import Image  # pylint: disable=import-outside-toplevel
-
     return _load(Image.open, self.paths[i], self.paths[i])
 
 
@@ -103,15 +100,11 @@ class TfdsReader:
     return self.open(i).mode
 
   def open(self, i: int):
-    from PIL import Image  # pylint: disable=import-outside-toplevel
-
     data = self.source[int(i)][self.image_key]
     return _load(lambda b: Image.open(io.BytesIO(b)), data, self.name(i))
 
 
 def _load(opener, what, name: str, load: bool = True):
-  from PIL import Image, UnidentifiedImageError  # pylint: disable=import-outside-toplevel
-
   try:
     im = opener(what)
     if load:
