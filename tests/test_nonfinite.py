@@ -71,8 +71,8 @@ def test_flags_name_the_culprit(w, p, bad):
   assert sorted(k for k, ok in finite.items() if not bool(ok)) == bad
   guard = guards.FiniteGuard(steps_per_epoch=10, ckpt_dir="/ck")
   if bad:
-    with pytest.raises(train.NonFiniteError, match=rf"non-finite {bad[0]} at step 23 \(epoch 2, "
-                                                   r"batch 3\).*no checkpoint was saved"):
+    with pytest.raises(guards.NonFiniteError, match=rf"non-finite {bad[0]} at step 23 \(epoch 2, "
+                                                    r"batch 3\).*no checkpoint was saved"):
       guard.check([_block(23, finite)])
   else:
     guard.check([_block(23, finite)])
@@ -82,6 +82,6 @@ def test_flags_of_several_runs_name_the_seed():
   finite = {"train_loss": np.array([True, True, False]), "params": np.array([True, True, True])}
   guard = guards.FiniteGuard(steps_per_epoch=10, ckpt_dir="/ck", seeds=(4, 5, 6))
   guard.last_saved = 20
-  with pytest.raises(train.NonFiniteError, match=r"non-finite train_loss at step 23 \(epoch 2, "
+  with pytest.raises(guards.NonFiniteError, match=r"non-finite train_loss at step 23 \(epoch 2, "
                      r"batch 3\) of the run with seed 6;.*last good checkpoint is step 20"):
     guard.check([_block(22, {k: np.ones(3, bool) for k in finite}), _block(23, finite)])
