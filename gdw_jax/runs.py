@@ -7,9 +7,10 @@ order, augmentation randomness and method state. Built once and shared: the data
 (:class:`Store`), the model, optimizer and learning-rate schedule, and the device mesh. The step
 of K > 1 runs is one vmapped program (:mod:`gdw_jax.steps`).
 
-A launch's pieces, between the step (:mod:`gdw_jax.train_step`, :mod:`gdw_jax.steps`) and the
-loop (:mod:`gdw_jax.loop`), which builds on them; this module imports nothing of the trainer
-above the library. Read top to bottom:
+A launch's pieces, for the batch providers (:mod:`gdw_jax.inputs`) and the loop
+(:mod:`gdw_jax.loop`) above to build on; this module imports only the library (validation,
+data, models, methods, optimizer, mesh, and the analysis that writes the end-of-run files), no
+other layer of the trainer (``gdw_jax/train.py`` lists them). Read top to bottom:
 
 * :func:`setup` -> :class:`Setup`: one run's data, model, method, schedule and optimizer from
   its config (validated first).

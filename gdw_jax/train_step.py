@@ -1,9 +1,9 @@
 """One run's step: its train state, its jitted train step and its evaluation.
 
-The bottom of the trainer: the layers above (:mod:`gdw_jax.steps`, :mod:`gdw_jax.runs`,
-:mod:`gdw_jax.loop`, :mod:`gdw_jax.train`) build on this module; it imports only the library
-below (the method protocol, models, losses, optimizer, device mesh). Nothing here knows which
-weighting method runs. Each step:
+The bottom of the trainer (``gdw_jax/train.py`` lists its layers): the loop builds the launch's
+step from this one (wrapped by :mod:`gdw_jax.guards`, vmapped and chunked by
+:mod:`gdw_jax.steps`); this module imports only the library below (the method protocol, models,
+losses, optimizer, device mesh). Nothing here knows which weighting method runs. Each step:
 
     forward once at theta (train-mode BN)  ->  z, vjp, new BN stats
     method.update(ctx, method_state)        ->  cotangent G on the logits (+ its own meta step)
