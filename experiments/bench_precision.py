@@ -3,7 +3,7 @@
     python -m experiments.bench_precision --model resnet50 --image-size 224 --batch 64 \
         --methods erm,gdw --steps 10 --json runs/bench_precision.json
 
-For each method, the training step (``train.make_train_step``, as training builds it) is
+For each method, the training step (``train_step.make_train_step``, as training builds it) is
 compiled twice, once per ``config.compute_dtype`` (float32, bfloat16), on the same synthetic
 batch; then the two are timed **alternately**, ``--steps`` times each, every step blocked on its
 result, so both see the same machine load (on a shared machine, running the two in separate
@@ -31,7 +31,7 @@ def _steps(args, method_name: str):
   import numpy as np
 
   from configs import common
-  from gdw_jax import methods, models, optim, train
+  from gdw_jax import methods, models, optim, train_step
 
   k, rng = args.num_classes, np.random.default_rng(0)
   shape = (args.batch, args.image_size, args.image_size, 3)
@@ -47,9 +47,9 @@ def _steps(args, method_name: str):
     model = models.get(args.model, k, c)
     method = methods.get(method_name)(c, info)
     tx, schedule = optim.classifier_optimizer(c), optim.lr_schedule(c, info.steps_per_epoch)
-    state = train.create_train_state(jax.random.PRNGKey(0), model, method, tx, x[:2])
+    state = train_step.create_train_state(jax.random.PRNGKey(0), model, method, tx, x[:2])
     phase = method.phase(0) if method.phase is not None else None
-    step = jax.jit(functools.partial(train.make_train_step(model, method, tx, schedule),
+    step = jax.jit(functools.partial(train_step.make_train_step(model, method, tx, schedule),
                                      phase=phase))
     batch = {"x": x, "y": y, "y_true": y}
     m = meta if method.uses_meta else None

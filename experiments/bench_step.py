@@ -6,7 +6,7 @@
         --methods erm,gdw --hypergrad jvp --compute-dtype bfloat16   # mixed precision
 
 Every (method, hypergrad) configuration runs in a fresh subprocess: build the model and method
-exactly as training does (``train.make_train_step``), synthetic batches of ``--image-size``
+exactly as training does (``train_step.make_train_step``), synthetic batches of ``--image-size``
 RGB images (32: CIFAR; timing does not depend on pixel values), ``--compute-dtype`` as
 ``config.compute_dtype`` (bfloat16: mixed precision, docs/real_noise.md), compile
 (``compile_s``), warm up, then time ``--steps`` (>= 10) steps, each blocked on its result;
@@ -75,7 +75,7 @@ def _worker(args) -> dict:
   import numpy as np
 
   from configs import common
-  from gdw_jax import methods, models, optim, train
+  from gdw_jax import methods, models, optim, train_step
 
   c = common.base_config()
   c.method, c.model, c.hypergrad = args.method, args.model, args.hypergrad
@@ -94,10 +94,10 @@ def _worker(args) -> dict:
   method = methods.get(args.method)(c, info)
   schedule = optim.lr_schedule(c, info.steps_per_epoch)
   tx = optim.classifier_optimizer(c)
-  state = train.create_train_state(jax.random.PRNGKey(0), model, method, tx, x[:2])
+  state = train_step.create_train_state(jax.random.PRNGKey(0), model, method, tx, x[:2])
   phase = method.phase(0) if method.phase is not None else None  # step 0: a meta step
   step = jax.jit(functools.partial(
-      train.make_train_step(model, method, tx, schedule, hypergrad=args.hypergrad),
+      train_step.make_train_step(model, method, tx, schedule, hypergrad=args.hypergrad),
       phase=phase), donate_argnums=0)
   batch = {"x": x, "y": y, "y_true": y}
   meta = {"x": mx, "y": my} if method.uses_meta else None

@@ -20,16 +20,26 @@ function the real update uses. Only the real forward's returned state is kept (b
 * :func:`from_nnx`: an NNX module called as ``module(x)``; ``nnx.Param`` variables are the
   parameters, every other variable (``BatchStat``, the ``Rngs`` keys and counts of ``Dropout``)
   the model state. Train / eval mode is set with ``module.train()`` / ``module.eval()``.
+
+Both return a :class:`ModelFns`, defined here; the built-in models (:mod:`gdw_jax.models`, the
+layer above) are wrapped the same way. This module imports nothing of the package.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 
-from gdw_jax.models import ModelFns
-
 RNGS = "rngs"  # the model_state entry holding from_linen's rng keys
+
+
+class ModelFns(NamedTuple):
+  """A model as the methods see it: ``init(rng, x) -> (params, model_state)`` and
+  ``apply(params, model_state, x, train) -> (logits, new_model_state)``; ``module`` is the
+  wrapped Flax module. The built-in models (:mod:`gdw_jax.models`) come as one too."""
+  module: Any
+  init: Callable[..., Any]
+  apply: Callable[..., Any]
 
 
 def from_linen(module, *, rngs: Sequence[str] = (), train_arg: str = "train") -> ModelFns:

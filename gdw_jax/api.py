@@ -6,8 +6,8 @@
     updates, opt_state = tx.update(grads, opt_state, params)   # your own optax optimizer
     params = optax.apply_updates(params, updates)
 
-Inside, exactly what the package's own trainer does (:func:`gdw_jax.train.make_train_step` calls
-this function): one train-mode forward ``z = f_theta(x)``, ``method.update`` turns the step's
+Inside, exactly what the package's own trainer does (:func:`gdw_jax.train_step.make_train_step`
+calls this function): one train-mode forward ``z = f_theta(x)``, ``method.update`` turns the step's
 :class:`gdw_jax.bilevel.StepContext` into the logit cotangent ``G`` ``[N, C]`` (running its own
 meta step on the meta batch, e.g. GDW's look-ahead at learning rate ``lr``), and the classifier
 gradient is ``grads = J_theta(z)^T G``: the gradient of the method's weighted loss. The model is a

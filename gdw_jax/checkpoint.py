@@ -2,8 +2,8 @@
 
 A checkpoint (``<workdir>/checkpoints/<step>/``) holds three items:
 
-* ``state``: the whole :class:`gdw_jax.train.TrainState` (step, params, BN statistics, optimizer
-  state, method state, rng). The data position needs nothing more: batch order is a pure
+* ``state``: the whole :class:`gdw_jax.train_step.TrainState` (step, params, BN statistics,
+  optimizer state, method state, rng). The data position needs nothing more: batch order is a pure
   function of ``(seed, epoch, step)`` and the per-step key is ``fold_in(rng, step)``.
 * ``loop``: the host accumulators of :class:`gdw_jax.metrics.Recorder` (weight history, the
   current epoch's weights and metric sums), so the final files are identical too.

@@ -28,6 +28,7 @@ Nothing here imports jax, so calling :func:`apply` first thing keeps the flags e
 """
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -68,8 +69,7 @@ def _jax_started() -> bool:
 
 def _jaxlib_version() -> Optional[str]:
   try:
-    from importlib.metadata import version
-    return version("jaxlib")
+    return importlib.metadata.version("jaxlib")
   except Exception:  # noqa: BLE001 (no jaxlib: nothing to apply)
     return None
 

@@ -11,10 +11,15 @@ form ``B_i = c_i (q_i - onehot(y_i))`` with ``c_i > 0`` and ``q_i`` a probabilit
 (``../shared/specs/absgd_and_imbalance_losses.md`` §2): SCE has ``c = alpha + beta A q_y``
 (``A = -log 1e-4``, exact while no probability is below its 1e-7 clip), truncated GCE
 ``c = q_y^q``. ``loss.logit_tau > 0`` (ABSGD's logit normalisation) leaves that form.
+
+Below the methods: this module knows no method. The settings a method's name implies (the loss
+baselines' ``focal``, ``cb``, ``ldam_drw``) are declared in that method's file and passed in
+(:func:`make_base_loss`'s ``overrides``).
 """
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Optional
+from types import MappingProxyType
+from typing import Any, Callable, Mapping, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -263,18 +268,19 @@ def default_settings() -> dict:
   return options.defaults_of(base_loss, *LOSS_KEYS)
 
 
-def loss_settings(config, method: Optional[str] = None) -> dict:
-  """``config.loss`` with the overrides implied by the method's name (e.g. ``ldam_drw`` forces
-  ``name=ldam``), which the method declares (``MethodSpec.loss_overrides``)."""
-  from gdw_jax import methods  # the registry imports the methods, which import this module
+def loss_settings(config, overrides: Mapping[str, Any] = MappingProxyType({})) -> dict:
+  """``config.loss`` with ``overrides`` on top: the settings a method's name implies (e.g.
+  ``ldam_drw`` forces ``name=ldam``), which the method declares in its own file
+  (``MethodSpec.loss_overrides``) and passes here; :func:`gdw_jax.methods.loss_settings` is the
+  run's (its ``config.method``'s overrides looked up)."""
   out = {k: config["loss"][k] for k in LOSS_KEYS}
-  out.update(methods.loss_overrides(method if method is not None else config["method"]))
+  out.update(overrides)
   return out
 
 
 def make_base_loss(config, class_counts, steps_per_epoch: int,
-                   method: Optional[str] = None) -> BaseLoss:
-  """:func:`base_loss` of ``config.loss`` (+ the settings the method's name implies), with the
+                   overrides: Mapping[str, Any] = MappingProxyType({})) -> BaseLoss:
+  """:func:`base_loss` of :func:`loss_settings` (``config.loss`` + ``overrides``), with the
   (noisy) training ``class_counts`` and ``steps_per_epoch``."""
-  return base_loss(**loss_settings(config, method), class_counts=class_counts,
+  return base_loss(**loss_settings(config, overrides), class_counts=class_counts,
                    steps_per_epoch=steps_per_epoch)

@@ -7,7 +7,9 @@ the config file is read, so their option groups can be overridden too, e.g.
 ``--config.plugins=examples.my_method --config.method=small_loss --config.small_loss.keep=0.7``).
 Exit status: 0 done, 2 a config error, 3 a non-finite step, 4 a file that cannot be written,
 128 + signal after a SIGTERM / SIGINT (saved; the same command resumes). Kept thin: the work is
-in :func:`gdw_jax.train.train_and_evaluate`, importable from notebooks.
+in :func:`gdw_jax.train.train_and_evaluate`, importable from notebooks. Above every other module
+(``gdw_jax/train.py`` lists the layers); importing the trainer does not start JAX's backends, so
+the CPU flags (:mod:`gdw_jax.cpu_flags`) still apply when :func:`main` sets them.
 """
 import os
 import sys
@@ -15,7 +17,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from gdw_jax import cpu_flags
+from gdw_jax import cpu_flags, fileio, methods, runs, train, validation
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                "configs", "digits.py")
@@ -45,7 +47,6 @@ def _plugins_in(argv):
 
 def _load_plugins(argv):
   """Import the plugin modules before the config file builds its groups from the registry."""
-  from gdw_jax import methods
   try:
     methods.load_plugins(_plugins_in(argv))
   except ValueError as e:
@@ -86,7 +87,6 @@ def main(argv):
     # app.run raises absl logging to INFO; orbax then logs ~30 lines per checkpoint save, which
     # bury the progress bar. Warnings still show; --verbosity=0 brings the INFO lines back.
     logging.set_verbosity(logging.WARNING)
-  from gdw_jax import fileio, train, validation  # after flag parsing: keeps --help fast
   # Before anything initialises JAX's backends (XLA reads its flags once); reading the config
   # and importing jax do not. float64 runs keep XLA's defaults (faster there: cpu_flags.py).
   added = cpu_flags.apply(dtype=FLAGS.config.dtype)
@@ -108,7 +108,6 @@ def main(argv):
     print(f"gdw_jax: {e}", file=sys.stderr)
     sys.exit(e.exit_code)
   if FLAGS.config.seeds:  # several runs: the summary table (mean ± std over seeds)
-    from gdw_jax import runs
     print(runs.summary_table(final))
     print(f"-> {os.path.join(FLAGS.workdir, 'summary.json')}")
     return

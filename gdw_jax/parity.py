@@ -5,7 +5,7 @@
 A fixture (format: ``../shared/fixtures/README.md``) records the official ``train()`` running a
 few steps in float64 from known ResNet-32 / VNet weights on known batches. This tool starts our
 ResNet-32 and weight net from the same weights (converted by :mod:`gdw_jax.interop`), runs the
-same batches through the library's own jitted step -- ``train.make_train_step`` with
+same batches through the library's own jitted step -- ``train_step.make_train_step`` with
 ``methods.get('gdw' | 'mwnet')`` and ``optim.classifier_optimizer``, configured from the fixture's
 ``hyper/*`` -- and compares, per tensor, the *updates*
 
@@ -24,7 +24,12 @@ import os
 import sys
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+
+from configs import common
+from gdw_jax import interop, methods, models, optim, train_step, validation
 
 MODES = {"gdw": "gdw", "mw-net": "mwnet"}
 HYPER = ("mode", "epoch", "epochs", "lr", "base_lr", "outer_lr", "clip", "num_classes",
@@ -121,7 +126,6 @@ def load_fixture(path: str) -> Fixture:
 def make_config(fx: Fixture):
   """The library config of the official run: defaults are the official knobs (prob_clamp 0.999,
   mwnet.real_weights 'updated', bn_running_var 'unbiased'); the rest comes from ``hyper/*``."""
-  from configs import common
   h = fx.hyper
   c = common.base_config()
   c.method = MODES[h["mode"]]
@@ -143,21 +147,16 @@ def make_config(fx: Fixture):
 
 
 def run(fx: Fixture, config=None) -> Dict[str, Any]:
-  """Run the fixture's steps through ``train.make_train_step``; returns the tensors after the
+  """Run the fixture's steps through ``train_step.make_train_step``; returns the tensors after the
   steps in PyTorch names (classifier, ``v:``-prefixed weight net) and the per-step cotangents.
 
   Float64 is enabled for this call only (``jax.enable_x64``), so importing code keeps its dtype.
   """
-  import jax
   with jax.enable_x64(True):
     return _run(fx, config)
 
 
 def _run(fx: Fixture, config) -> Dict[str, Any]:
-  import jax
-  import jax.numpy as jnp
-  from gdw_jax import interop, methods, models, optim, train, validation
-
   config = make_config(fx) if config is None else config
   validation.validate(config)
   h = fx.hyper
@@ -191,10 +190,10 @@ def _run(fx: Fixture, config) -> Dict[str, Any]:
   if jax.tree.map(jnp.shape, vparams) != expected:
     raise FixtureError(f"{fx.path}: vinit/* does not match the method's weight net {expected}")
   method_state = {**method_state, "params": vparams}  # optimizer state: zeros, shapes only
-  state = train.TrainState(step=jnp.asarray(step0, jnp.int32), params=params,
+  state = train_step.TrainState(step=jnp.asarray(step0, jnp.int32), params=params,
                            model_state=model_state, opt_state=tx.init(params),
                            method_state=method_state, rng=jax.random.PRNGKey(0))
-  step_fn = jax.jit(train.make_train_step(model, method, tx, schedule, return_cotangent=True,
+  step_fn = jax.jit(train_step.make_train_step(model, method, tx, schedule, return_cotangent=True,
                                           hypergrad=config.hypergrad))
 
   def nhwc(x):

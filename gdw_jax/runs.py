@@ -7,8 +7,13 @@ order, augmentation randomness and method state. Built once and shared: the data
 (:class:`Store`), the model, optimizer and learning-rate schedule, and the device mesh. The step
 of K > 1 runs is one vmapped program (:mod:`gdw_jax.steps`).
 
-Read top to bottom:
+A launch's pieces, for the batch providers (:mod:`gdw_jax.inputs`) and the loop
+(:mod:`gdw_jax.loop`) above to build on; this module imports only the library (validation,
+data, models, methods, optimizer, mesh, and the analysis that writes the end-of-run files), no
+other layer of the trainer (``gdw_jax/train.py`` lists them). Read top to bottom:
 
+* :func:`setup` -> :class:`Setup`: one run's data, model, method, schedule and optimizer from
+  its config (validated first).
 * :func:`prepare` -> :class:`Runs`: validation, each run's data and method, the image store, the
   mesh. Raises :class:`ConfigError` before anything is written.
 * :class:`MetaSets`: each run's meta set for the current epoch: the held-out clean set, or the
@@ -23,14 +28,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import flax
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 
-from gdw_jax import fileio, methods, parallel, validation
-from gdw_jax.data import image_table
+from gdw_jax import fileio, methods, models, optim, parallel, validation
+from gdw_jax.analysis import label_issues, report, stats
+from gdw_jax.data import image_table, pipeline
 from gdw_jax.validation import ConfigError
 
 SUMMARY_KEYS = ("last5_acc", "best_acc", "last_acc", "final_train_loss")
@@ -119,9 +127,48 @@ def run_config(config, seed: int):
   return c
 
 
+class Setup(NamedTuple):
+  """One run's pieces, built from its config."""
+  ds: Any          # gdw_jax.data.BiasedDataset
+  info: methods.DataInfo
+  model: models.ModelFns
+  method: methods.Method
+  schedule: Callable
+  tx: optax.GradientTransformation
+
+
+def setup(config, source=None, num_runs: int = 1) -> Setup:
+  """Validate, build data, model, method and optimizer. Raises ConfigError on bad input.
+
+  Starts the multi-host runtime if configured (before anything queries devices) and checks the
+  batch sizes against the data and the device count, all before any file is written.
+  ``source``: the loaded data source (shared by the runs of a launch); ``num_runs``: how many
+  runs share the devices (each run's batch is split over the mesh's ``'data'`` axis).
+  """
+  validation.validate(config)
+  parallel.initialize(config)
+  validation.validate_devices(config, jax.device_count())
+  if config.dtype == "float64":
+    jax.config.update("jax_enable_x64", True)
+  dtype = jnp.dtype(config.dtype)
+  ds = validation.build_data(config, source)
+  validation.validate_data(config, ds.num_train, parallel.data_axis_size(config, num_runs))
+  validation.validate_image_size(config, ds.x_train.shape[1:])
+  spe = pipeline.steps_per_epoch(ds.num_train, config.batch_size, config.drop_last)
+  info = methods.DataInfo(ds.num_classes, ds.num_train, ds.class_counts, spe)
+  model = models.get(config.model, ds.num_classes, methods.with_loss_overrides(config), dtype)
+  try:  # e.g. a transfer file that is not a weighting net
+    method = methods.get(config.method)(config, info)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+  validation.validate_method(config, method, int(ds.y_meta.shape[0]))
+  schedule = optim.lr_schedule(config, spe)
+  tx = optim.classifier_optimizer(config)
+  return Setup(ds, info, model, method, schedule, tx)
+
+
 def prepare(config, workdir: str) -> Runs:
   """Validate ``config`` and ``workdir`` and build every run's inputs (nothing is written)."""
-  from gdw_jax import train  # train imports this module
   validation.validate(config)
   seeds = tuple(int(s) for s in config.seeds) or (int(config.seed),)
   if config.seeds:
@@ -137,7 +184,7 @@ def prepare(config, workdir: str) -> Runs:
   if len(seeds) > 1:
     parallel.initialize(config)
     source = validation.load_source(config)
-  setups = [train.setup(c, source, num_runs=len(seeds)) for c in configs]
+  setups = [setup(c, source, num_runs=len(seeds)) for c in configs]
   datasets = [s.ds for s in setups]
   _check_runs_fit_one_program(config, seeds, datasets)
   infos = [s.info for s in setups]
@@ -300,7 +347,6 @@ def write_start_files(runs: Runs) -> None:
 
 def final_summary(config, ds, history, steps: int, num_devices: int,
                   wall_time: float) -> Dict[str, Any]:
-  from gdw_jax.analysis import stats  # pylint: disable=import-outside-toplevel
   extra = {name: stats.accuracy_summary(history, name) for name in sorted(ds.extra_tests or {})}
   return {
       "method": config.method, "dataset": config.dataset, "noise_type": config.noise_type,
@@ -321,7 +367,6 @@ def write_end_files(workdir: str, ds, recorder, test, method_state,
   ``label_issues.csv`` (ranked from ``train_eval``, the final model on the training set), then
   ``final.json`` (written last: its presence means the run completed). The report follows
   (:func:`write_reports`)."""
-  from gdw_jax.analysis import label_issues  # pylint: disable=import-outside-toplevel
   extra = {}  # further test sets' predictions and labels, by name
   for name, result in test.get("extra", {}).items():
     extra.update({f"{name}_pred": result["pred"], f"{name}_labels": ds.extra_tests[name][1]})
@@ -341,7 +386,6 @@ def write_end_files(workdir: str, ds, recorder, test, method_state,
 def write_reports(workdirs: Sequence[str]) -> None:
   """Each run's ``report.md`` and figures (about 3 s per run here, mostly drawing; worker
   processes were tried and lost on 2 cores: each must start JAX and matplotlib again)."""
-  from gdw_jax.analysis import report  # imported here: matplotlib loads only when needed
   for workdir in workdirs:
     report.write_report(workdir)
 

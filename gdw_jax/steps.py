@@ -1,7 +1,7 @@
 """The compiled step of a launch: every run's step at once, and many steps per call.
 
-:func:`gdw_jax.train.make_train_step` is one run's step (wrapped by
-:func:`gdw_jax.train.with_finite_check`: ``(state, batch, meta) -> (state, metrics, weights,
+:func:`gdw_jax.train_step.make_train_step` is one run's step (wrapped by
+:func:`gdw_jax.guards.with_finite_check`: ``(state, batch, meta) -> (state, metrics, weights,
 finite)``). Here it becomes:
 
 * :class:`RunsStep`: the step of every run of a launch. One run: the step itself. K runs: one
@@ -15,7 +15,8 @@ finite)``). Here it becomes:
 * :func:`make_host_step`: the jitted step on batches the host gathered (data that stream).
 
 Both paths run the same step on the same batches; on CPU they give bit-identical results
-(``tests/test_loop.py``).
+(``tests/test_loop.py``). Part of the step layer, with :mod:`gdw_jax.train_step` and
+:mod:`gdw_jax.guards`: it takes the step as a function and imports only the device mesh.
 """
 from __future__ import annotations
 

@@ -1,297 +1,38 @@
-"""The generic trainer: one functional train state, one jitted step, and the entry point.
+"""The entry: :func:`train_and_evaluate` trains one config and leaves its files in a workdir.
 
-Nothing here knows which weighting method runs. Each step:
+The top of the trainer (``python -m gdw_jax.main`` calls it; so may a notebook). One config,
+followed from here down, crosses these layers; each imports only the ones below it, never one
+above (``tests/test_layers.py`` keeps it so):
 
-    forward once at theta (train-mode BN)  ->  z, vjp, new BN stats
-    method.update(ctx, method_state)        ->  cotangent G on the logits (+ its own meta step)
-    grads = vjp(G); optax update            ->  new theta
-
-The BN statistics kept are those of this single real forward; the virtual and meta forwards
-inside a method's meta step use batch statistics and their BN updates are dropped.
-
-:func:`train_and_evaluate` trains one config, read top to bottom across four modules:
-
-* :mod:`gdw_jax.runs`: what the launch trains: one run, or several seeds side by side (each
-  exactly as if alone), their data, methods and meta sets, and the files they leave;
-* :mod:`gdw_jax.steps`: this module's step made into the launch's compiled step (vmapped over
-  the runs; a chunk of steps per call when the data are on the device);
+* :mod:`gdw_jax.train` (this module): the entry;
 * :mod:`gdw_jax.loop`: the loop over the global step (resume, segments between host events,
-  evaluation, checkpoints);
-* :mod:`gdw_jax.parallel`: the device mesh (batches sharded, everything else replicated).
+  evaluation, checkpoints, the end-of-run files);
+* :mod:`gdw_jax.inputs`: the loop's batch providers (images on the device, gathered on the host,
+  or streamed);
+* :mod:`gdw_jax.runs`: a launch's pieces: each run's setup (data, model, method, optimizer), one
+  run or several seeds side by side, their meta sets and the files they leave;
+* the step: :mod:`gdw_jax.steps` (the launch's compiled step: vmapped over the runs, a chunk of
+  steps per call), :mod:`gdw_jax.guards` (the finite check and the stop on a signal) and
+  :mod:`gdw_jax.train_step` (one run's state, step and evaluation);
+* below them the library: methods, models, losses, data, :mod:`gdw_jax.parallel` (the device
+  mesh), checkpoints and metrics files.
+
+Also importable from here: the errors :func:`train_and_evaluate` raises (:class:`ConfigError`,
+:class:`NonFiniteError`, :class:`Preempted`), and, for scripts written when this module held the
+step too, the step's names (``make_train_step``, ``create_train_state``, ``TrainState``,
+``make_eval_fn``, ``in_top_k``, ``with_finite_check``, ``setup``, ``Setup``): new code imports
+them from their own modules.
 """
 from __future__ import annotations
 
-import functools
-import signal
-from typing import Any, Callable, Dict, NamedTuple, Optional
+from typing import Any, Dict
 
-import flax
-import jax
-import jax.numpy as jnp
-import numpy as np
-import optax
-
-from gdw_jax import api, interop, losses, methods, models, optim, parallel, validation
-from gdw_jax.data import pipeline
-from gdw_jax.validation import ConfigError  # noqa: F401  (re-exported for main.py)
-
-
-@flax.struct.dataclass
-class TrainState:
-  step: jnp.ndarray
-  params: Any
-  model_state: Any
-  opt_state: Any
-  method_state: Any
-  rng: jnp.ndarray
-
-
-def create_train_state(rng, model: models.ModelFns, method: methods.Method,
-                       tx: optax.GradientTransformation, sample_x, init_from: str = "",
-                       model_name: str = "") -> TrainState:
-  """Fresh state; ``init_from`` (a PyTorch state dict, '' for none) replaces the model's
-  variables but the head before the method and the optimizer see them (an EMA teacher starts
-  from the pretrained weights too)."""
-  model_rng, method_rng, state_rng = jax.random.split(rng, 3)
-  params, model_state = model.init(model_rng, sample_x)
-  params, model_state = interop.init_from(init_from, params, model_state, model_name)
-  method_state = method.init(method_rng, params, model_state)
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=model_state,
-                    opt_state=tx.init(params), method_state=method_state, rng=state_rng)
-
-
-def make_train_step(model: models.ModelFns, method: methods.Method,
-                    tx: optax.GradientTransformation, schedule: Callable, *,
-                    hypergrad: str = "autodiff", norm_size: Optional[int] = None,
-                    augment: Optional[Callable] = None, return_cotangent: bool = False):
-  """``train_step(state, batch, meta_batch, phase=None) -> (state, metrics, weights)`` (pure;
-  jit it, with ``phase`` static: ``method.phase(step)`` for methods that declare phases).
-  The gradients come from :func:`gdw_jax.reweighted_grads`, the call a user's own loop makes.
-
-  ``batch``: ``x``, ``y`` (labels seen), ``y_true`` (clean, for logging only), optionally
-  ``index`` (positions in the training set, for methods with per-sample memory);
-  ``meta_batch``: ``x``, ``y`` or None. ``augment(rng, x) -> x`` runs on device if given.
-  ``return_cotangent``: also put the logit cotangent ``G`` ``[N, C]`` of the real update in
-  ``metrics['logit_cotangent']`` (for step-parity checks; not a scalar, so off in training).
-
-  ``schedule(step)`` is the one source of the learning rate: the step evaluates it once and uses
-  that value for the method's look-ahead step and for the real update (``tx`` must take an
-  injected learning rate, :func:`gdw_jax.optim.classifier_optimizer`).
-  """
-
-  def train_step(state: TrainState, batch, meta_batch, phase: Optional[int] = None):
-    rng = jax.random.fold_in(state.rng, state.step)
-    aug_rng, meta_aug_rng, method_rng = jax.random.split(rng, 3)
-    x, y = batch["x"], batch["y"]
-    meta_x = meta_y = None
-    if meta_batch is not None:
-      meta_x, meta_y = meta_batch["x"], meta_batch["y"]
-    if augment is not None:
-      x = augment(aug_rng, x)
-      if meta_x is not None:
-        meta_x = augment(meta_aug_rng, meta_x)
-    lr = schedule(state.step)
-    grads, new_model_state, method_state, aux = api.reweighted_grads(
-        method, state.method_state, model.apply, state.params, state.model_state,
-        {"x": x, "y": y, "index": batch.get("index")},
-        None if meta_x is None else {"x": meta_x, "y": meta_y}, lr=lr, step=state.step,
-        rng=method_rng, hypergrad=hypergrad, norm_size=norm_size, phase=phase)
-    opt_state = optim.set_learning_rate(state.opt_state, lr)  # the look-ahead's lr, by construction
-    updates, opt_state = tx.update(grads, opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-
-    logits, cotangent = aux.pop("logits"), aux.pop("logit_cotangent")
-    weights = aux.pop("weights")
-    metrics = {
-        "train_loss": jnp.mean(losses.cross_entropy(logits, y)),
-        "train_acc_noisy": losses.accuracy(logits, y),
-        "train_acc_true": losses.accuracy(logits, batch.get("y_true", y)),
-        "lr": lr,
-        **{k: v for k, v in aux.items() if jnp.ndim(v) == 0},
-    }
-    if return_cotangent:
-      metrics["logit_cotangent"] = cotangent
-    new_state = state.replace(step=state.step + 1, params=params, model_state=new_model_state,
-                              opt_state=opt_state, method_state=method_state)
-    return new_state, metrics, weights
-
-  return train_step
-
-
-
-def make_eval_fn(model: models.ModelFns, batch_size: int, mesh=None,
-                 preprocess: Optional[Callable] = None, runs: bool = False):
-  """``evaluate(params, model_state, x, y) -> {'acc', 'top5', 'loss', 'pred', 'ce'}`` in eval mode
-  (running BN stats). With a ``mesh``, each batch is split over its ``'data'`` devices (padded to
-  a multiple of their count; the padding rows are dropped, eval mode has no batch coupling).
-  ``preprocess(x) -> x`` (e.g. CIFAR normalisation of uint8 images) runs on device if given.
-  ``runs``: params and model state have a leading runs axis (vmapped); one dict per run.
-  ``evaluate.streamed(params, model_state, batches, y)``: the same on batches decoded by the
-  streaming input path (rows of ``evaluate.batch_size_for(n)``; bit-identical to the arrays').
-  """
-  n_dev = mesh.shape[parallel.DATA] if mesh is not None else 1
-  out = parallel.replicated(mesh) if mesh is not None else None
-
-  def one(params, model_state, x, y):
-    logits = model.apply(params, model_state, x, False)[0]
-    return jnp.argmax(logits, -1), losses.cross_entropy(logits, y), in_top_k(logits, y)
-
-  @functools.partial(jax.jit, out_shardings=out)
-  def per_sample(params, model_state, x, y):
-    if preprocess is not None:
-      x = preprocess(x)
-    if runs:
-      return jax.vmap(one, in_axes=(0, 0, None, None))(params, model_state, x, y)
-    return one(params, model_state, x, y)
-
-  def batch_size_for(n: int) -> int:
-    """One compiled shape for a set of ``n`` samples, divisible by the devices."""
-    return -(-min(batch_size, n) // n_dev) * n_dev
-
-  def accumulate(params, model_state, batches, y):
-    """``batches``: ``(n_valid, {'x', 'y'})`` global batches of :func:`batch_size_for` rows."""
-    parts = []  # (pred, ce, in_top_k) of each batch, padding rows dropped
-    for n_valid, b in batches:
-      out = jax.device_get(per_sample(params, model_state, b["x"], b["y"]))
-      parts.append([a[..., :n_valid] for a in out])
-    preds, ces, hits = (np.concatenate(a, -1) for a in zip(*parts))
-    if runs:
-      return [_eval_result(p, c, h, y) for p, c, h in zip(preds, ces, hits)]
-    return _eval_result(preds, ces, hits, y)
-
-  def evaluate(params, model_state, x, y):
-    n = x.shape[0]
-    bs = batch_size_for(n)
-
-    def batches():
-      for start in range(0, n, bs):
-        idx = np.arange(start, min(start + bs, n))
-        padded = np.concatenate([idx, np.full(bs - len(idx), idx[-1])])
-        if mesh is not None:
-          yield len(idx), parallel.global_rows({"x": x, "y": y}, padded,
-                                               parallel.batch_sharding(mesh))
-        else:
-          yield len(idx), {"x": x[padded], "y": jnp.asarray(y[padded])}
-
-    return accumulate(params, model_state, batches(), y)
-
-  def evaluate_streamed(params, model_state, batches, y):
-    """The same on images decoded elsewhere (the streaming path): ``batches`` yields ``(start,
-    n_valid, x)``, ``x`` the ``batch_size_for(len(y))`` rows from ``start`` (the last batch
-    padded with its last row), as :func:`evaluate` would have gathered them."""
-    def placed():
-      for start, n_valid, x in batches:
-        rows = np.arange(start, start + len(x)).clip(max=start + n_valid - 1)
-        b = {"x": x, "y": y[rows]}
-        yield n_valid, (parallel.global_rows(b, np.arange(len(x)),
-                                             parallel.batch_sharding(mesh))
-                        if mesh is not None else jax.tree.map(jnp.asarray, b))
-
-    return accumulate(params, model_state, placed(), y)
-
-  evaluate.batch_size_for = batch_size_for
-  evaluate.streamed = evaluate_streamed
-  return evaluate
-
-
-TOP_K = 5  # the second accuracy of every evaluation (WebVision / ImageNet report top-5)
-
-
-def in_top_k(logits: jax.Array, y: jax.Array, k: int = TOP_K) -> jax.Array:
-  """``[n]`` bool: whether the label is among the ``k`` largest logits (all classes when there
-  are fewer than ``k``). Ties keep the lower class first, as ``argmax`` does, so a top-1 hit is
-  always a top-k hit."""
-  k = min(k, logits.shape[-1])
-  return jnp.any(jax.lax.top_k(logits, k)[1] == y[..., None], axis=-1)
-
-
-def _eval_result(pred, ce, hit, y) -> Dict[str, Any]:
-  loss = float(np.sum(ce, dtype=np.float64)) / len(y)
-  return {"acc": 100.0 * float(np.mean(pred == y)), "top5": 100.0 * float(np.mean(hit)),
-          "loss": loss, "pred": pred, "ce": ce}
-
-
-class NonFiniteError(FloatingPointError):
-  """A NaN/inf in a loss, the weights, the parameters or a state: the run stops, unsaved."""
-
-
-class Preempted(Exception):
-  """A SIGTERM or SIGINT stopped the launch after step ``step``, saved (``checkpoint=True``):
-  the same launch again resumes from there. The command line exits with :attr:`exit_code`."""
-
-  def __init__(self, signum: int, step: int, steps_per_epoch: int, saved: bool):
-    self.signum, self.step, self.saved = int(signum), int(step), saved
-    how = ("run the same command again to resume" if saved else
-           "nothing was saved (checkpoint=false)")
-    super().__init__(f"stopped by {signal.Signals(self.signum).name} at step {step} "
-                     f"(epoch {step / steps_per_epoch:.2f}); {how}")
-
-  @property
-  def exit_code(self) -> int:
-    """``128 + signal``, the shell's convention for a process ended by a signal."""
-    return 128 + self.signum
-
-
-def _all_finite(tree):
-  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
-            if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
-  return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
-
-
-def with_finite_check(train_step):
-  """``step(...) -> (state, metrics, weights, finite)``; ``finite`` maps each scalar metric,
-  ``weights`` and each part of the new state to "all finite" (checked inside the jitted step)."""
-
-  def step(state, batch, meta_batch, phase=None):
-    new_state, step_metrics, weights = train_step(state, batch, meta_batch, phase)
-    finite = {k: jnp.isfinite(v) for k, v in step_metrics.items()}
-    finite.update(weights=_all_finite(weights), params=_all_finite(new_state.params),
-                  bn_stats=_all_finite(new_state.model_state),
-                  opt_state=_all_finite(new_state.opt_state),
-                  method_state=_all_finite(new_state.method_state))
-    return new_state, step_metrics, weights, finite
-
-  return step
-
-
-class Setup(NamedTuple):
-  """One run's pieces, built from its config."""
-  ds: Any          # gdw_jax.data.BiasedDataset
-  info: methods.DataInfo
-  model: models.ModelFns
-  method: methods.Method
-  schedule: Callable
-  tx: optax.GradientTransformation
-
-
-def setup(config, source=None, num_runs: int = 1) -> Setup:
-  """Validate, build data, model, method and optimizer. Raises ConfigError on bad input.
-
-  Starts the multi-host runtime if configured (before anything queries devices) and checks the
-  batch sizes against the data and the device count, all before any file is written.
-  ``source``: the loaded data source (shared by the runs of a launch); ``num_runs``: how many
-  runs share the devices (each run's batch is split over the mesh's ``'data'`` axis).
-  """
-  validation.validate(config)
-  parallel.initialize(config)
-  validation.validate_devices(config, jax.device_count())
-  if config.dtype == "float64":
-    jax.config.update("jax_enable_x64", True)
-  dtype = jnp.dtype(config.dtype)
-  ds = validation.build_data(config, source)
-  validation.validate_data(config, ds.num_train, parallel.data_axis_size(config, num_runs))
-  validation.validate_image_size(config, ds.x_train.shape[1:])
-  spe = pipeline.steps_per_epoch(ds.num_train, config.batch_size, config.drop_last)
-  info = methods.DataInfo(ds.num_classes, ds.num_train, ds.class_counts, spe)
-  model = models.get(config.model, ds.num_classes, config, dtype)
-  try:  # e.g. a transfer file that is not a weighting net
-    method = methods.get(config.method)(config, info)
-  except ValueError as e:
-    raise ConfigError(str(e)) from None
-  validation.validate_method(config, method, int(ds.y_meta.shape[0]))
-  schedule = optim.lr_schedule(config, spe)
-  tx = optim.classifier_optimizer(config)
-  return Setup(ds, info, model, method, schedule, tx)
+from gdw_jax import loop, runs
+from gdw_jax.guards import NonFiniteError, Preempted, with_finite_check
+from gdw_jax.options import ConfigError
+from gdw_jax.runs import Setup, setup
+from gdw_jax.train_step import (TrainState, create_train_state, in_top_k, make_eval_fn,
+                                make_train_step)
 
 
 def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
@@ -304,7 +45,12 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   If ``workdir`` holds checkpoints of the same config, the launch resumes from the latest one
   and ends exactly as an uninterrupted one would (bit-identical on CPU).
   """
-  from gdw_jax import loop, runs  # they build on this module
   trainer = loop.Trainer(runs.prepare(config, workdir))
   trainer.train()
   return trainer.finish()
+
+
+__all__ = ["train_and_evaluate", "ConfigError", "NonFiniteError", "Preempted",
+           # the step's names, from their own modules (see the module docstring)
+           "TrainState", "create_train_state", "make_train_step", "make_eval_fn", "in_top_k",
+           "with_finite_check", "Setup", "setup"]

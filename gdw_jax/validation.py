@@ -1,6 +1,6 @@
 """Config validation in one place, before any work starts (nothing is written on error).
 
-Three stages, all run by :func:`gdw_jax.train.setup` / ``train_and_evaluate`` before the workdir
+Three stages, all run by :func:`gdw_jax.runs.setup` / ``train_and_evaluate`` before the workdir
 is touched:
 
 * :func:`validate`: the config alone: names (with the valid list), types, ranges and
@@ -19,7 +19,8 @@ import json
 import numbers
 import os
 
-from gdw_jax import bilevel, data, interop, losses, methods, models, optim, options
+from gdw_jax import bilevel, data, interop, losses, methods, metrics, models, optim, options
+from gdw_jax.data import host_transforms
 from gdw_jax.data import noise as data_noise
 from gdw_jax.data import own
 from gdw_jax.options import ConfigError
@@ -210,8 +211,6 @@ STREAM_ONLY = {"image_resize": 0, "image_train_crop": "random", "image_scale_min
 def validate_input_pipeline(config) -> None:
   """``input_pipeline`` and its keys: the host transforms, grain's options, normalisation, and
   the list / real-noise sources' keys (files are checked when read)."""
-  from gdw_jax.data import host_transforms  # pylint: disable=import-outside-toplevel
-
   _one_of(config, "input_pipeline", ("memory", "stream"))
   stream = config.input_pipeline == "stream"
   for key in ("train_list", "meta_list", "test_list", "imagenet_val_root"):
@@ -290,7 +289,7 @@ def _validate_loss(config) -> None:
   _present(config, "loss")
   for key in losses.LOSS_KEYS:
     _present(config.loss, key, "loss.")
-  s = losses.loss_settings(config)
+  s = methods.loss_settings(config)
   p = "loss."
   _one_of(s, "name", losses.LOSS_NAMES, p)
   _one_of(s, "class_weights", losses.CLASS_WEIGHTS, p)
@@ -334,7 +333,6 @@ def _validate_run_options(config) -> None:
            "one before; with seeds, a kill between the runs' saves must leave a step all have)")
   _validate_seeds(config)
   if config.tensorboard:
-    from gdw_jax import metrics
     reason = metrics.tensorboard_available()
     _check(reason is None, reason or "")
   if config.coordinator_address:

@@ -24,7 +24,7 @@ def _softmax(z):
 def _base(name, **loss):
   c = digits.get_config()
   c.loss.update(name=name, **loss)
-  return losses.make_base_loss(c, np.ones(3), 1, "absgd")
+  return losses.make_base_loss(c, np.ones(3), 1)
 
 
 def test_sce_per_sample_and_gradient_by_hand():
@@ -114,7 +114,7 @@ def test_absgd_with_sce_weights_follow_the_sce_losses():
   recipes.absgd_sce(c)                                   # ABSCE: SCE 6 / 2, tau 1, lambda -2
   c.absgd.start_epoch = 0
   method = methods.get("absgd")(c, methods.DataInfo(3, 8, np.ones(3), 1))
-  base = losses.make_base_loss(c, np.ones(3), 1, "absgd")
+  base = losses.make_base_loss(c, np.ones(3), 1)
   z = jnp.asarray(Z, jnp.float32)
   l = np.asarray(base.per_sample(z, jnp.asarray(Y), 0))
   zn = Z / np.linalg.norm(Z, axis=1, keepdims=True)      # tau 1: SCE of the normalised logits

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 
 from experiments import bench_runs, gpu_check, synthetic
-from gdw_jax import train
+from gdw_jax import runs
 
 
 def test_cifar_shaped_source_builds_cifars_split_sizes():
   c = synthetic.cifar_config(pool=600, test=40, model="mlp", meta_per_class=10)
-  ds = train.setup(c).ds
+  ds = runs.setup(c).ds
   assert (ds.num_train, ds.y_meta.shape[0], ds.y_test.shape[0]) == (500, 100, 40)
   assert ds.x_train.dtype == np.uint8 and ds.x_train.shape[1:] == (32, 32, 3)
   assert ds.augment is not None and ds.preprocess is not None

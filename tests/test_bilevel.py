@@ -10,7 +10,7 @@ import optax
 import pytest
 
 from configs import common
-from gdw_jax import bilevel, losses, methods, models, optim, train
+from gdw_jax import bilevel, losses, methods, models, optim, train_step
 from gdw_jax.methods import gdw
 
 N, C, D, M = 6, 4, 5, 5
@@ -140,13 +140,13 @@ def test_mwnet_with_constant_weight_is_weighted_erm():
   info = methods.DataInfo(C, N, np.ones(C), 1)
   method = methods.get("mwnet")(config, info, dtype=jnp.float64)
   tx = optim.classifier_optimizer(config)
-  state = train.create_train_state(jax.random.PRNGKey(1), model, method, tx, ctx.x)
+  state = train_step.create_train_state(jax.random.PRNGKey(1), model, method, tx, ctx.x)
   # ... and make it output the constant sigmoid(0.4) for every loss.
   vparams = jax.tree.map(jnp.zeros_like, state.method_state["params"])
   vparams["linear2"]["bias"] = jnp.full((1,), 0.4, jnp.float64)
   state = state.replace(method_state={**state.method_state, "params": vparams},
                         params=ctx.params, model_state=ctx.model_state)
-  step = jax.jit(train.make_train_step(model, method, tx, lambda s: jnp.asarray(0.3)))
+  step = jax.jit(train_step.make_train_step(model, method, tx, lambda s: jnp.asarray(0.3)))
   batch = {"x": ctx.x, "y": ctx.labels}
   new, metrics, weights = step(state, batch, {"x": ctx.meta_x, "y": ctx.meta_y})
   c = jax.nn.sigmoid(0.4)
@@ -168,9 +168,9 @@ def test_only_the_real_forward_updates_batch_norm_stats():
   config = _config("gdw")
   method = methods.get("gdw")(config, methods.DataInfo(C, N, np.ones(C), 1), dtype=jnp.float64)
   tx = optim.classifier_optimizer(config)
-  state = train.create_train_state(jax.random.PRNGKey(1), model, method, tx, ctx.x)
+  state = train_step.create_train_state(jax.random.PRNGKey(1), model, method, tx, ctx.x)
   state = state.replace(params=ctx.params, model_state=ctx.model_state)
-  step = jax.jit(train.make_train_step(model, method, tx, lambda s: jnp.asarray(0.3)))
+  step = jax.jit(train_step.make_train_step(model, method, tx, lambda s: jnp.asarray(0.3)))
   new, _, _ = step(state, {"x": ctx.x, "y": ctx.labels}, {"x": ctx.meta_x, "y": ctx.meta_y})
   _, expected = model.apply(ctx.params, ctx.model_state, ctx.x, True)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12), new.model_state,

@@ -16,7 +16,7 @@ import pytest
 
 import run_helpers as rh
 from configs import digits
-from gdw_jax import checkpoint, loop, train
+from gdw_jax import checkpoint, guards, train
 
 
 def _assert_trees_equal(a, b):
@@ -210,8 +210,8 @@ def test_command_line_sigterm_from_outside_exits_143_after_saving(tmp_path):
 
 
 def test_signal_guard_records_the_signal_and_restores_the_handlers_also_on_error():
-  before = {s: signal.getsignal(s) for s in loop.SignalGuard.SIGNALS}
-  guard = loop.SignalGuard()
+  before = {s: signal.getsignal(s) for s in guards.SignalGuard.SIGNALS}
+  guard = guards.SignalGuard()
   with pytest.raises(RuntimeError, match="inside"):
     with guard:
       assert signal.getsignal(signal.SIGTERM) == guard._handle  # pylint: disable=protected-access
@@ -220,7 +220,7 @@ def test_signal_guard_records_the_signal_and_restores_the_handlers_also_on_error
       assert guard.requested() == signal.SIGINT
       assert signal.getsignal(signal.SIGINT) == before[signal.SIGINT]  # a second one: as before
       raise RuntimeError("inside")
-  assert {s: signal.getsignal(s) for s in loop.SignalGuard.SIGNALS} == before
+  assert {s: signal.getsignal(s) for s in guards.SignalGuard.SIGNALS} == before
 
 
 def test_sigkill_of_three_seeds_then_resume_is_bit_identical_for_each(tmp_path):

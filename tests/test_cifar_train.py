@@ -7,7 +7,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from configs import cifar as cifar_config
-from gdw_jax import train, validation
+from gdw_jax import runs, train, validation
 from gdw_jax.validation import ConfigError
 from tests import cifar_fixtures as fx
 
@@ -97,7 +97,7 @@ def test_official_split_from_a_python_archive(tmp_path):
   path = fx.make_python_archive(str(tmp_path), "cifar10", n_train=200, seed=3)[0]
   c = tiny(cifar_config.get_config(f"method=erm,official=true,seed=100,archive={path}"),
            meta_per_class=5, num_epochs=1, batch_size=50)
-  ds = train.setup(c)[0]
+  ds = runs.setup(c)[0]
   assert ds.x_train.dtype == np.uint8 and ds.num_train == 200 - 50
   assert 0 < np.isin(ds.meta_indices, ds.train_indices).sum() < 50
   assert ds.augment is not None and ds.preprocess is not None
@@ -106,19 +106,19 @@ def test_official_split_from_a_python_archive(tmp_path):
 def test_bad_cifar_inputs_are_config_errors(tmp_path):
   c = tiny(cifar_config.get_config(f"method=erm,data_dir={tmp_path}"))
   with pytest.raises(ConfigError, match="not prepared.*cifar_archive.*tfds build cifar10"):
-    train.setup(c)
+    runs.setup(c)
   path = fx.make_python_archive(str(tmp_path), "cifar10", n_train=50)[0]
   np.save(tmp_path / "bad.npy", np.zeros(49, np.int64))
   c = tiny(cifar_config.get_config(f"method=erm,archive={path},label_file={tmp_path}/bad.npy"))
   with pytest.raises(ConfigError, match="has 49 labels"):
-    train.setup(c)
+    runs.setup(c)
   c = tiny(cifar_config.get_config(f"method=erm,archive={path}"), meta_per_class=100)
   with pytest.raises(ConfigError, match="meta set of 100 per class is larger than class"):
-    train.setup(c)
+    runs.setup(c)
   c = tiny(cifar_config.get_config(f"method=erm,archive={path},imbalance=0.001"),
            meta_per_class=0)
   with pytest.raises(ConfigError, match="leaves class"):
-    train.setup(c)
+    runs.setup(c)
 
 
 def test_every_command_in_the_docs_parses():

@@ -10,7 +10,7 @@ import numpy as np
 import jax.numpy as jnp
 
 import run_helpers as rh
-from gdw_jax import models, runs, train
+from gdw_jax import models, runs, train, train_step
 from test_real_noise_sources import config_for, fake_mini_webvision
 
 
@@ -25,12 +25,12 @@ def test_in_top_k_is_a_stable_sort_and_contains_the_argmax():
   logits = rng.integers(0, 4, (200, 9)).astype(np.float32)  # many ties
   y = rng.integers(0, 9, 200)
   for k in (1, 3, 5):
-    got = np.asarray(train.in_top_k(jnp.asarray(logits), jnp.asarray(y), k))
+    got = np.asarray(train_step.in_top_k(jnp.asarray(logits), jnp.asarray(y), k))
     np.testing.assert_array_equal(got, _top_k_by_sort(logits, y, k))
-  top1 = np.asarray(train.in_top_k(jnp.asarray(logits), jnp.asarray(y), 1))
+  top1 = np.asarray(train_step.in_top_k(jnp.asarray(logits), jnp.asarray(y), 1))
   np.testing.assert_array_equal(top1, logits.argmax(-1) == y)
   # fewer classes than k: every label is in the top k
-  assert np.asarray(train.in_top_k(jnp.asarray(logits[:, :3]), jnp.asarray(y % 3), 5)).all()
+  assert np.asarray(train_step.in_top_k(jnp.asarray(logits[:, :3]), jnp.asarray(y % 3), 5)).all()
 
 
 def test_evaluation_reports_top5_over_padded_batches():
@@ -38,7 +38,7 @@ def test_evaluation_reports_top5_over_padded_batches():
   x = rng.normal(size=(10, 7)).astype(np.float32)
   y = rng.integers(0, 7, 10)
   logits_model = models.ModelFns(None, None, lambda params, state, x, train: (x, state))
-  evaluate = train.make_eval_fn(logits_model, batch_size=4)  # 3 batches, the last padded
+  evaluate = train_step.make_eval_fn(logits_model, batch_size=4)  # 3 batches, the last padded
   out = evaluate({}, {}, x, y)
   assert out["acc"] == 100.0 * np.mean(x.argmax(-1) == y)
   assert out["top5"] == 100.0 * np.mean(_top_k_by_sort(x, y, 5))

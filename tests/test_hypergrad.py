@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from configs import common
-from gdw_jax import bilevel, losses, methods, models, optim, train
+from gdw_jax import bilevel, losses, methods, models, optim, train_step
 from gdw_jax.models.resnet_cifar import CifarResNet
 
 C = 4
@@ -40,12 +40,12 @@ def _setup(model_name, method, seed=0):
   info = methods.DataInfo(C, 600, np.array([500, 60, 30, 10]), 10)
   method_obj = methods.get(method)(c, info)
   tx = optim.classifier_optimizer(c)
-  state = train.create_train_state(jax.random.PRNGKey(1), model, method_obj, tx, batch["x"])
+  state = train_step.create_train_state(jax.random.PRNGKey(1), model, method_obj, tx, batch["x"])
   return c, model, method_obj, tx, state, batch, meta
 
 
 def _steps(model, method_obj, tx, state, batch, meta, hypergrad, n=3):
-  step = jax.jit(train.make_train_step(model, method_obj, tx, lambda s: jnp.asarray(0.3),
+  step = jax.jit(train_step.make_train_step(model, method_obj, tx, lambda s: jnp.asarray(0.3),
                                        hypergrad=hypergrad, return_cotangent=True))
   cots = []
   for _ in range(n):

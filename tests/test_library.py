@@ -10,7 +10,7 @@ from flax import nnx
 import gdw_jax
 from configs import digits
 from examples import linen_gdw, nnx_gdw
-from gdw_jax import api, methods, optim, train
+from gdw_jax import api, methods, optim, train_step
 
 N, M, C = 20, 10, 10
 
@@ -40,7 +40,7 @@ def _rel(a, b):
 def test_example_loop_with_the_trainers_optimizer_reproduces_the_trainer(x64):
   """examples/linen_gdw.py's step (reweighted_grads + the user's optax update), given the
   trainer's optimizer (SGD m0.9, coupled L2 5e-4, per-epoch cosine lr, 1 step per epoch so the
-  lr changes every step), against train.make_train_step on the same weights and batches."""
+  lr changes every step), against train_step.make_train_step on the same weights and batches."""
   config = digits.get_config()
   config.dtype, config.num_epochs = "float64", 4
   model = gdw_jax.from_linen(linen_gdw.CNN(dtype=jnp.float64), rngs=("dropout",))
@@ -48,13 +48,13 @@ def test_example_loop_with_the_trainers_optimizer_reproduces_the_trainer(x64):
   schedule = optim.lr_schedule(config, 1)
   tx = optim.classifier_optimizer(config)
   batches = _batches(3)
-  state = train.create_train_state(jax.random.PRNGKey(0), model,
+  state = train_step.create_train_state(jax.random.PRNGKey(0), model,
                                    methods.get("gdw")(config, info, jnp.float64), tx,
                                    batches[0][0]["x"][:2])
   user_tx = optim.make("sgd", schedule, weight_decay=5e-4, momentum=0.9)
   user = linen_gdw.State(state.params, state.model_state, user_tx.init(state.params),
                          state.method_state, state.step)
-  trainer_step = jax.jit(train.make_train_step(
+  trainer_step = jax.jit(train_step.make_train_step(
       model, methods.get("gdw")(config, info, jnp.float64), tx, schedule))
   user_step = linen_gdw.make_step(model, gdw_jax.gdw(dtype=jnp.float64), user_tx, schedule)
   for t, (batch, meta) in enumerate(batches):
@@ -67,7 +67,7 @@ def test_example_loop_with_the_trainers_optimizer_reproduces_the_trainer(x64):
                                 state.model_state["rngs"]["dropout"])
   assert _rel(user.method_state["params"], state.method_state["params"]) < 1e-10
   # and the step moved the weights (a stuck loop would also "agree")
-  assert _rel(user.params, train.create_train_state(
+  assert _rel(user.params, train_step.create_train_state(
       jax.random.PRNGKey(0), model, gdw_jax.gdw(dtype=jnp.float64), tx,
       batches[0][0]["x"][:2]).params) > 1e-3
 
@@ -226,7 +226,8 @@ def test_the_trainer_step_goes_through_reweighted_grads(monkeypatch):
   method = gdw_jax.gdw()
   tx = optim.classifier_optimizer(config)
   batch, meta = _batches(1, dtype=np.float32)[0]
-  state = train.create_train_state(jax.random.PRNGKey(0), model, method, tx, batch["x"][:2])
-  step = train.make_train_step(model, method, tx, optim.lr_schedule(config, 5), hypergrad="jvp")
+  state = train_step.create_train_state(jax.random.PRNGKey(0), model, method, tx, batch["x"][:2])
+  step = train_step.make_train_step(model, method, tx, optim.lr_schedule(config, 5),
+                                    hypergrad="jvp")
   step(state, batch, meta)
   assert len(calls) == 1 and calls[0]["hypergrad"] == "jvp"

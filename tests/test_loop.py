@@ -11,6 +11,7 @@ import pytest
 import run_helpers as rh
 from configs import digits
 from gdw_jax import checkpoint, loop, train
+from gdw_jax import inputs as inputs_lib
 from gdw_jax import runs as runs_lib
 from gdw_jax.data import pipeline
 
@@ -80,4 +81,4 @@ def test_auto_placement_keeps_convolutions_out_of_cpu_loops(model, inputs, tmp_p
   the per-step path (its conv gradients run ~20x slower inside the chunk's loop)."""
   prepared = runs_lib.prepare(_config("erm", model=model), str(tmp_path))
   assert jax.default_backend() == "cpu"
-  assert loop.choose_inputs(prepared, step_fn=None).name == inputs
+  assert inputs_lib.choose_inputs(prepared, step_fn=None).name == inputs

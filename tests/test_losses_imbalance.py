@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from configs import digits
-from gdw_jax import losses, models, optim
+from gdw_jax import losses, methods, models, optim
 from gdw_jax.models import heads
 
 CIFAR10_LT100 = np.array([5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50])
@@ -85,14 +85,18 @@ def test_drw_switches_class_weights_on_at_drw_epoch():
 def test_loss_baselines_imply_their_loss_and_reductions_follow_ldam_drw():
   c = digits.get_config()
   c.method = "ldam_drw"
-  s = losses.loss_settings(c)
+  s = methods.loss_settings(c)
   assert (s["name"], s["class_weights"], s["drw"]) == ("ldam", "cb", True)
-  assert heads.head_kind(c) == "cosine"
+  assert heads.head_kind(methods.with_loss_overrides(c)) == "cosine"
+  assert c.loss.name == "ce" and heads.head_kind(c) == "linear"  # the config itself is unchanged
   c.method = "cb"
-  assert losses.loss_settings(c)["class_weights"] == "cb" and heads.head_kind(c) == "linear"
-  assert losses.make_base_loss(c, np.ones(3), 1).settings["reduction"] == "weighted_mean"
+  assert methods.loss_settings(c)["class_weights"] == "cb"
+  assert heads.head_kind(methods.with_loss_overrides(c)) == "linear"
+  base = losses.make_base_loss(c, np.ones(3), 1, methods.loss_overrides("cb"))
+  assert base.settings["reduction"] == "weighted_mean"
   c.method = "focal"
-  assert losses.make_base_loss(c, np.ones(3), 1).settings["reduction"] == "mean"
+  assert losses.make_base_loss(c, np.ones(3), 1, methods.loss_overrides("focal")).settings[
+      "reduction"] == "mean"
 
 
 def test_cosine_head_gives_cosines_and_unit_norm_init():
@@ -110,7 +114,7 @@ def test_cosine_head_gives_cosines_and_unit_norm_init():
 def test_ldam_method_builds_a_cosine_classifier():
   c = digits.get_config()
   c.method = "ldam_drw"
-  fns = models.get("mlp", 10, c)
+  fns = models.get("mlp", 10, methods.with_loss_overrides(c))  # as runs.setup builds it
   params, _ = fns.init(jax.random.PRNGKey(0), jnp.zeros((2, 8, 8, 1)))
   last = params[sorted(params)[-1]]
   assert set(last) == {"kernel"}  # NormedLinear: no bias

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from configs import common
-from gdw_jax import methods, models, optim, train
+from gdw_jax import methods, models, optim, train_step
 
 C, N, SPE = 3, 8, 2
 
@@ -24,8 +24,8 @@ def _setup(method):
   m = methods.get(method)(c, info)
   tx = optim.classifier_optimizer(c)
   schedule = optim.lr_schedule(c, SPE)
-  state = train.create_train_state(jax.random.PRNGKey(1), model, m, tx, batch["x"])
-  step = jax.jit(train.make_train_step(model, m, tx, schedule))
+  state = train_step.create_train_state(jax.random.PRNGKey(1), model, m, tx, batch["x"])
+  step = jax.jit(train_step.make_train_step(model, m, tx, schedule))
   return tx, schedule, state, step, batch, meta if m.uses_meta else None
 
 
@@ -40,7 +40,7 @@ def test_state_created_at_step_k_takes_the_trained_next_step(method):
   # everything else of the optimizer is freshly initialised (its counters at 0).
   fresh_opt = tx.init(state.params)._replace(inner_state=state.opt_state.inner_state)
   assert int(fresh_opt.count) == 0 and int(state.opt_state.count) == k
-  created = train.TrainState(step=jnp.asarray(k, jnp.int32), params=state.params,
+  created = train_step.TrainState(step=jnp.asarray(k, jnp.int32), params=state.params,
                              model_state=state.model_state, opt_state=fresh_opt,
                              method_state=state.method_state, rng=state.rng)
   trained_next, m_trained, _ = step(state, batch, meta)

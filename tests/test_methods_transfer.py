@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from configs import digits
-from gdw_jax import methods, train
+from gdw_jax import methods, runs
 from gdw_jax.methods import transfer
 from gdw_jax.models.weight_nets import CMWNet
 from gdw_jax.validation import ConfigError
@@ -136,13 +136,13 @@ def test_export_of_a_saved_method_state_loads_back(tmp_path):
 def test_bad_transfer_files_are_config_errors(tmp_path):
   c = _transfer_config(str(tmp_path / "missing.npz"))
   with pytest.raises(ConfigError, match="does not exist"):
-    train.setup(c)
+    runs.setup(c)
   wrong = str(tmp_path / "wrong.npz")
   np.savez(wrong, **{"linear1.weight": np.zeros((3, 1))})
   c = _transfer_config(wrong)
   c.cmwnet.families = ()
   with pytest.raises(ConfigError, match="not a CMW-Net"):
-    train.setup(c)
+    runs.setup(c)
 
 
 def test_official_cmwnet_vnet_119_reproduces_the_spec_table():

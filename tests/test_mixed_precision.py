@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from configs import common
-from gdw_jax import methods, models, optim, train
+from gdw_jax import methods, models, optim, train_step
 from gdw_jax.models.resnet_imagenet import ResNet
 
 C, N, SIZE = 4, 16, 16
@@ -35,8 +35,8 @@ def gdw_steps():
   steps, fns = {}, {}
   for name in ("float32", "bfloat16"):
     fns[name] = models.functional(ResNet(C, stages=(1,), dtype=jnp.dtype(name)))
-    steps[name] = jax.jit(train.make_train_step(fns[name], method, tx, schedule))
-  state = train.create_train_state(jax.random.PRNGKey(1), fns["float32"], method, tx, x)
+    steps[name] = jax.jit(train_step.make_train_step(fns[name], method, tx, schedule))
+  state = train_step.create_train_state(jax.random.PRNGKey(1), fns["float32"], method, tx, x)
   return steps, fns, state, batch, meta
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from configs import digits
-from gdw_jax import checkpoint, loop, train, validation
+from gdw_jax import checkpoint, guards, inputs, train, validation
 from gdw_jax.data import pipeline
 
 
@@ -61,18 +61,18 @@ def _block(step, finite):
   """One step's host outputs as the loop sees them (leading [steps, runs] axes)."""
   flags = {k: np.asarray(v).reshape(1, -1) for k, v in finite.items()}
   k = next(iter(flags.values())).shape[1]
-  return loop.Block(range(step, step + 1), np.zeros((1, k, 4), np.int32), {}, None, flags)
+  return inputs.Block(range(step, step + 1), np.zeros((1, k, 4), np.int32), {}, None, flags)
 
 
 @pytest.mark.parametrize("w,p,bad", [(1.0, 0.0, []), (np.nan, 0.0, ["weights"]),
                                      (1.0, np.inf, ["params"])])
 def test_flags_name_the_culprit(w, p, bad):
-  _, _, _, finite = train.with_finite_check(_fake_step(w, p))(None, None, None)
+  _, _, _, finite = guards.with_finite_check(_fake_step(w, p))(None, None, None)
   assert sorted(k for k, ok in finite.items() if not bool(ok)) == bad
-  guard = loop.FiniteGuard(steps_per_epoch=10, ckpt_dir="/ck")
+  guard = guards.FiniteGuard(steps_per_epoch=10, ckpt_dir="/ck")
   if bad:
-    with pytest.raises(train.NonFiniteError, match=rf"non-finite {bad[0]} at step 23 \(epoch 2, "
-                                                   r"batch 3\).*no checkpoint was saved"):
+    with pytest.raises(guards.NonFiniteError, match=rf"non-finite {bad[0]} at step 23 \(epoch 2, "
+                                                    r"batch 3\).*no checkpoint was saved"):
       guard.check([_block(23, finite)])
   else:
     guard.check([_block(23, finite)])
@@ -80,8 +80,8 @@ def test_flags_name_the_culprit(w, p, bad):
 
 def test_flags_of_several_runs_name_the_seed():
   finite = {"train_loss": np.array([True, True, False]), "params": np.array([True, True, True])}
-  guard = loop.FiniteGuard(steps_per_epoch=10, ckpt_dir="/ck", seeds=(4, 5, 6))
+  guard = guards.FiniteGuard(steps_per_epoch=10, ckpt_dir="/ck", seeds=(4, 5, 6))
   guard.last_saved = 20
-  with pytest.raises(train.NonFiniteError, match=r"non-finite train_loss at step 23 \(epoch 2, "
+  with pytest.raises(guards.NonFiniteError, match=r"non-finite train_loss at step 23 \(epoch 2, "
                      r"batch 3\) of the run with seed 6;.*last good checkpoint is step 20"):
     guard.check([_block(22, {k: np.ones(3, bool) for k in finite}), _block(23, finite)])

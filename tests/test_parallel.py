@@ -21,7 +21,7 @@ CONFIG = dict(method="gdw", num_epochs=2, mlp_hidden=[64], mlp_batch_norm=True, 
 PROBE = r"""
 import numpy as np, jax, jax.numpy as jnp
 from configs import digits
-from gdw_jax import parallel, train
+from gdw_jax import guards, parallel, runs, train_step
 assert jax.device_count() == 4
 config = digits.get_config("method=erm")
 config.drop_last = True
@@ -34,18 +34,18 @@ assert [s.data.shape for s in shards] == [(2, 3)] * 4, [s.data.shape for s in sh
 np.testing.assert_array_equal(np.concatenate([np.asarray(s.data) for s in shards]), x[idx])
 odd = parallel.global_rows({"x": x}, idx[:7], mesh=mesh)["x"]   # 7 rows: replicated
 assert odd.sharding.is_fully_replicated
-ds, info, model, method, schedule, tx = train.setup(config)
-state = train.create_train_state(jax.random.PRNGKey(0), model, method, tx, ds.x_train[:2])
+ds, info, model, method, schedule, tx = runs.setup(config)
+state = train_step.create_train_state(jax.random.PRNGKey(0), model, method, tx, ds.x_train[:2])
 state = parallel.put_replicated(jax.device_get(state), mesh)
-step = jax.jit(train.with_finite_check(train.make_train_step(model, method, tx, schedule)),
+step = jax.jit(guards.with_finite_check(train_step.make_train_step(model, method, tx, schedule)),
                out_shardings=parallel.replicated(mesh))
 batch = parallel.global_rows({"x": ds.x_train, "y": ds.y_train, "y_true": ds.y_train_true},
                              np.arange(100), parallel.batch_sharding(mesh))
 hlo = step.lower(state, batch, None).compile().as_text()
 assert "all-reduce" in hlo
-evaluate = train.make_eval_fn(model, 30, mesh)   # batches of 32 (padded), last one 20 + 12 pad
+evaluate = train_step.make_eval_fn(model, 30, mesh)   # batches of 32 (padded), last one 20 + 12 pad
 res = evaluate(state.params, state.model_state, ds.x_test[:50], ds.y_test[:50])
-ref = train.make_eval_fn(model, 1000)(jax.device_get(state.params), {}, ds.x_test[:50],
+ref = train_step.make_eval_fn(model, 1000)(jax.device_get(state.params), {}, ds.x_test[:50],
                                       ds.y_test[:50])
 np.testing.assert_array_equal(res["pred"], ref["pred"])
 assert abs(res["loss"] - ref["loss"]) < 1e-5

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from configs import digits
-from gdw_jax import methods, models, optim, train
+from gdw_jax import methods, models, optim, train_step
 from gdw_jax.methods import cmwnet
 
 
@@ -38,8 +38,8 @@ def test_static_phase_steps_equal_traced_switch(method):
   x = jnp.asarray(rng.normal(size=(8, 8, 8, 1)).astype(np.float32))
   batch = {"x": x, "y": jnp.asarray(rng.integers(0, k, 8)), "index": jnp.arange(8)}
   meta = {"x": x[::-1], "y": batch["y"][::-1]}
-  state = train.create_train_state(jax.random.PRNGKey(0), model, m, tx, x[:2])
-  step = jax.jit(train.make_train_step(model, m, tx, lambda s: jnp.asarray(0.1)),
+  state = train_step.create_train_state(jax.random.PRNGKey(0), model, m, tx, x[:2])
+  step = jax.jit(train_step.make_train_step(model, m, tx, lambda s: jnp.asarray(0.1)),
                  static_argnames="phase")
   a = b = state
   phases = []

@@ -9,7 +9,7 @@ import pytest
 
 from configs import cifar as cifar_config
 from configs import common
-from gdw_jax import interop, models, train, validation
+from gdw_jax import interop, models, runs, train, train_step, validation
 from gdw_jax.interop import CheckpointError, load_torch_state_dict
 from gdw_jax.validation import ConfigError
 
@@ -129,13 +129,13 @@ def test_trainer_starts_from_the_checkpoint_before_the_method_sees_it(tmp_path):
   c = cifar_config.get_config(f"method=cmwnet_sl,archive={archive}")
   c.update(dict(model="resnet32", init_from=fixture_path(RESNET32), num_epochs=20, batch_size=10,
                 meta_per_class=0))
-  ds, _, model, method, _, tx = train.setup(c)
+  ds, _, model, method, _, tx = runs.setup(c)
   x = ds.preprocess(ds.x_train[:2])
   # A zero initialisation in place of ResNet-32's (whose compile would dominate this test).
   shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)
   model = model._replace(init=lambda rng, x: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
                                                           shapes))
-  state = train.create_train_state(jax.random.PRNGKey(0), model, method, tx, x, c.init_from,
+  state = train_step.create_train_state(jax.random.PRNGKey(0), model, method, tx, x, c.init_from,
                                    c.model)
   sd = load_torch_state_dict(fixture_path(RESNET32))
   for params in (state.params, state.method_state["ema"]["params"]):
@@ -144,6 +144,6 @@ def test_trainer_starts_from_the_checkpoint_before_the_method_sees_it(tmp_path):
   np.testing.assert_array_equal(state.model_state["batch_stats"]["bn1"]["var"],
                                 sd["bn1.running_var"])
   assert not np.any(state.params["linear"]["kernel"])  # the head: the model's own init
-  fresh = train.create_train_state(jax.random.PRNGKey(0), model, method, tx, x)
+  fresh = train_step.create_train_state(jax.random.PRNGKey(0), model, method, tx, x)
   assert not any(np.any(a) for a in jax.tree.leaves(fresh.params))  # no init_from: untouched
   assert os.listdir(tmp_path) == [os.path.basename(archive)]  # setup wrote nothing

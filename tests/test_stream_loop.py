@@ -10,7 +10,7 @@ import signal
 import pytest
 
 import run_helpers as rh
-from gdw_jax import checkpoint, loop, runs, train
+from gdw_jax import checkpoint, guards, loop, runs, train
 from test_stream import folder_config, write_jpegs
 
 
@@ -63,7 +63,7 @@ def test_streamed_run_stopped_mid_epoch_and_resumed_equals_the_uninterrupted_one
   c = _config(*folders, "stream")
   workdir = str(tmp_path / "stopped")
   # a SIGTERM seen after the first segment (steps 0..2): saved at step 3 (mid-epoch 0), stopped
-  monkeypatch.setattr(loop.SignalGuard, "requested", lambda self: signal.SIGTERM)
+  monkeypatch.setattr(guards.SignalGuard, "requested", lambda self: signal.SIGTERM)
   trainer = loop.Trainer(runs.prepare(c, workdir))
   with pytest.raises(train.Preempted):
     trainer.train()

@@ -29,6 +29,8 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
+from gdw_jax import fileio
+
 FILE = "label_issues.csv"
 SCORES = ("probability", "weight")
 
@@ -93,8 +95,6 @@ def _cell(v) -> str:
 
 def write_csv(path: str, cols: Dict[str, np.ndarray]) -> None:
   """Atomic write of ``cols`` (equal-length columns) as CSV with a header."""
-  from gdw_jax import fileio  # pylint: disable=import-outside-toplevel
-
   names = list(cols)
   n = len(next(iter(cols.values()))) if cols else 0
 

@@ -4,20 +4,25 @@ Figures are built with the object-oriented API (``matplotlib.figure.Figure``), n
 global state, nothing to close, no display needed (works headless inside the trainer), and a
 notebook still shows a returned figure inline. Every figure's title says dataset / noise /
 method; every axis says what it measures and in which unit.
+
+matplotlib is imported by the first figure drawn (:func:`_new_figure`), not with this module:
+the trainer imports the analysis to write its end-of-run files, and a run with ``report=false``
+never draws.
 """
 from __future__ import annotations
 
 import textwrap
-from typing import Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
 
 import numpy as np
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
 from gdw_jax import fileio
 from gdw_jax.analysis import stats
 from gdw_jax.analysis.weight_fn import WeightFunction, describe_classes
 from gdw_jax.analysis.workdir import Run
+
+if TYPE_CHECKING:
+  from matplotlib.figure import Figure
 
 CLEAN, NOISY = "tab:blue", "tab:red"
 HEAD, TAIL = "tab:blue", "tab:orange"
@@ -26,14 +31,20 @@ HEAD, TAIL = "tab:blue", "tab:orange"
 def _figure(ncols: int, title: str, width: float = 5.0, height: float = 4.0,
             layout: str = "tight") -> Figure:
   # "tight" is about twice as fast as "constrained" to save; colorbars need "constrained".
-  fig = Figure(figsize=(width * ncols, height), layout=layout)
+  fig = _new_figure(figsize=(width * ncols, height), layout=layout)
   # Wrap long titles (dataset · noise · imbalance · method) to the figure width (12 pt: ~10
   # characters per inch).
   fig.suptitle(textwrap.fill(title, int(10 * width * ncols)), fontsize=12)
   return fig
 
 
+def _new_figure(**kwargs) -> Figure:
+  from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel (see above)
+  return Figure(**kwargs)
+
+
 def _epoch_axis(*axes):
+  from matplotlib.ticker import MaxNLocator  # pylint: disable=import-outside-toplevel
   for ax in axes:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
@@ -206,7 +217,7 @@ def per_class_accuracy(run: Run) -> Figure:
   ax.bar(x, acc[order], color=colors)
   handles = []
   if lt:
-    from matplotlib.patches import Patch
+    from matplotlib.patches import Patch  # pylint: disable=import-outside-toplevel
     handles += [Patch(color=HEAD, label=f"head ({len(head)} largest classes)"),
                 Patch(color=TAIL, label=f"tail ({len(tail)})")]
   # Room above 100% for the legend, so it never hides a bar or the count line.
@@ -252,7 +263,7 @@ def lowest_weighted_samples(run: Run, images: np.ndarray, k: int = 16, ncols: in
   idx = np.argsort(w, kind="stable")[:k]
   y, t = run.noisy_labels, run.true_labels
   nrows = int(np.ceil(len(idx) / ncols))
-  fig = Figure(figsize=(1.5 * ncols, 1.75 * nrows + 0.6), layout="constrained")
+  fig = _new_figure(figsize=(1.5 * ncols, 1.75 * nrows + 0.6), layout="constrained")
   caught = int(np.sum(y[idx] != t[idx]))
   fig.suptitle(textwrap.fill(f"{len(idx)} lowest-weighted training samples ({caught} "
                              f"mislabelled, in red): {run.title}", int(10 * 1.5 * ncols)),

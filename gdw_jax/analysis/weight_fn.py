@@ -13,9 +13,14 @@ from __future__ import annotations
 
 from typing import List, NamedTuple, Optional
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from flax import serialization
 
+from gdw_jax import methods
 from gdw_jax.analysis.workdir import Run
+from gdw_jax.data import pipeline
 
 
 class Curve(NamedTuple):
@@ -34,12 +39,6 @@ class Unavailable(Exception):
 
 def rebuild_method(run: Run):
   """``(method, state)`` with the run's final method state restored."""
-  import jax
-  from flax import serialization
-
-  from gdw_jax import methods
-  from gdw_jax.data import pipeline
-
   if run.config is None:
     raise Unavailable("config.json is missing")
   if "plugins" in run.config:  # a run of a method registered by a plugin module
@@ -93,7 +92,6 @@ def evaluate(method, state, num_classes: int, loss_max: float = 10.0, points: in
 
   All ``C x G`` (loss, label) pairs go through one call, so 100 classes cost one forward.
   """
-  import jax.numpy as jnp
   grid = np.linspace(0.0, loss_max, points)
   losses = jnp.asarray(np.tile(grid, num_classes), jnp.float32)
   labels = jnp.asarray(np.repeat(np.arange(num_classes), points), jnp.int32)

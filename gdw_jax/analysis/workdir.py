@@ -16,7 +16,10 @@ import json
 import os
 from typing import Any, Dict, List, Optional
 
+import ml_collections
 import numpy as np
+
+from gdw_jax.analysis import label_issues
 
 
 @dataclasses.dataclass
@@ -131,7 +134,6 @@ class Run:
 
 def config_from_json(obj: Dict[str, Any]):
   """``config.json`` back to a ConfigDict (JSON lists stay lists where tuples were)."""
-  import ml_collections
   return ml_collections.ConfigDict(obj)
 
 
@@ -152,7 +154,6 @@ def _read(path: str, kind: str):
             break
       return rows
   if kind == "csv":
-    from gdw_jax.analysis import label_issues  # pylint: disable=import-outside-toplevel
     return label_issues.read_csv(path)
   if kind == "npz":
     out = {}

@@ -28,6 +28,7 @@ import math
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
+from PIL import Image, ImageEnhance
 
 CROPS = ("random", "center", "random_resized")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -56,8 +57,6 @@ class Transform:
 
   def __call__(self, im, key: Optional[Sequence[int]] = None) -> np.ndarray:
     """``[size, size, channels]`` uint8 from a ``PIL.Image`` (any mode)."""
-    from PIL import Image  # pylint: disable=import-outside-toplevel
-
     im = im.convert("L" if self.channels == 1 else "RGB")
     rng = np.random.default_rng(list(key)) if self.train else None
     if self.train and self.crop == "random_resized":
@@ -84,8 +83,6 @@ class Transform:
 def resize_shorter(im, size: int):
   """torchvision ``Resize(size)``: the shorter side to ``size``, the longer one
   ``int(size * long / short)`` (bilinear)."""
-  from PIL import Image  # pylint: disable=import-outside-toplevel
-
   w, h = im.size
   if min(w, h) == size:
     return im
@@ -139,8 +136,6 @@ def random_resized_box(rng, h: int, w: int, scale_min: float = 0.08,
 def color_jitter(rng, im, strength: float):
   """Brightness, contrast and saturation, each by a factor ``U(max(0, 1 - s), 1 + s)``, in a
   random order (Pillow's ``ImageEnhance``, as torchvision's PIL path)."""
-  from PIL import ImageEnhance  # pylint: disable=import-outside-toplevel
-
   ops = (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color)
   lo, hi = max(0.0, 1.0 - strength), 1.0 + strength
   factors = rng.uniform(lo, hi, size=3)

@@ -26,6 +26,8 @@ import os
 from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
+from tqdm.auto import tqdm
 
 from gdw_jax.data import images
 
@@ -44,8 +46,6 @@ class FileReader:
 
   def mode(self, i: int) -> str:
     """Pillow's mode of file ``i``, from its header."""
-    from PIL import Image  # pylint: disable=import-outside-toplevel
-
     def header(path):
       with Image.open(path) as im:
         return im.mode
@@ -54,8 +54,6 @@ class FileReader:
 
   def open(self, i: int):
     """The decoded ``PIL.Image`` of file ``i`` (fully loaded; errors name the file)."""
-    from PIL import Image  # pylint: disable=import-outside-toplevel
-
     return _load(Image.open, self.paths[i], self.paths[i])
 
 
@@ -91,8 +89,6 @@ class TfdsReader:
 
   def labels(self, progress: bool = False) -> np.ndarray:
     """Every record's label (reads each record once; the images stay encoded)."""
-    from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
-
     n, out, chunk = len(self), [], 1024
     for start in tqdm(range(0, n, chunk), disable=not progress, unit="chunk", leave=False,
                       desc=f"labels of {self.tfds_name} {self.split}"):
@@ -104,15 +100,11 @@ class TfdsReader:
     return self.open(i).mode
 
   def open(self, i: int):
-    from PIL import Image  # pylint: disable=import-outside-toplevel
-
     data = self.source[int(i)][self.image_key]
     return _load(lambda b: Image.open(io.BytesIO(b)), data, self.name(i))
 
 
 def _load(opener, what, name: str, load: bool = True):
-  from PIL import Image, UnidentifiedImageError  # pylint: disable=import-outside-toplevel
-
   try:
     im = opener(what)
     if load:

@@ -22,6 +22,7 @@ import os
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -60,8 +61,6 @@ def decode(path: str, size: Optional[Tuple[int, int]] = None,
            channels: int = 0) -> Tuple[np.ndarray, int]:
   """``(image, native_channels)``: ``[H, W, C]`` uint8 with ``C = channels`` (0: the file's own,
   1 or 3), resized to ``size = (H, W)`` if given. Raises :class:`ImageError` naming the file."""
-  from PIL import Image, UnidentifiedImageError  # pylint: disable=import-outside-toplevel
-
   try:
     with Image.open(path) as im:
       native = channels_of(im.mode)

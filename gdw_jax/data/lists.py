@@ -16,6 +16,8 @@ from __future__ import annotations
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from absl import logging
+
 from gdw_jax.data import image_table, images, own, sources
 
 Entry = Tuple[str, int, int]  # (relative path, label, line)
@@ -78,7 +80,6 @@ def skipped_note(key: str, decoded) -> dict:
   if not decoded.skipped:
     return {}
   n = len(decoded.skipped)
-  from absl import logging  # pylint: disable=import-outside-toplevel
   logging.warning("%s: skipped %d unreadable image file(s) (skip_bad_images=true), e.g. %s", key,
                   n, decoded.skipped[0][1])
   return {f"{key}_skipped_images": n,

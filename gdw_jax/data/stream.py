@@ -38,7 +38,7 @@ import dataclasses
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
-from absl import logging
+from absl import flags, logging
 
 from gdw_jax.data import host_transforms, images, pipeline
 from gdw_jax.data.image_table import ImageTable
@@ -197,8 +197,6 @@ def iterate(fn: Callable[[int], dict], start: int, stop: int, options: Options):
 def _flags_parsed() -> None:
   """grain's worker processes read absl flags (their defaults); outside an absl app (a script,
   a test) nothing parsed them, so take the defaults as parsed."""
-  from absl import flags  # pylint: disable=import-outside-toplevel
-
   if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()
 

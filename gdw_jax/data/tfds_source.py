@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import Optional, Tuple
 
 import numpy as np
+from PIL import Image
 from tqdm.auto import tqdm
 
 from gdw_jax.data import image_table, own, sources
@@ -121,8 +122,6 @@ def _read_split(ds, image_key: str, label_key: str, size: int, channels: int, wh
 
 def _convert(a: np.ndarray, size: int, channels: int) -> np.ndarray:
   """Resize ``a`` ``[H, W, C]`` to ``size`` (bilinear) and convert to ``channels`` with Pillow."""
-  from PIL import Image  # pylint: disable=import-outside-toplevel
-
   im = Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a)
   c = channels or (1 if a.shape[-1] == 1 else 3)
   im = im.convert("L" if c == 1 else "RGB")

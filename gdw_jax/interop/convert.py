@@ -30,7 +30,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gdw_jax import models
 from gdw_jax.interop.torch_checkpoint import CheckpointError
+from gdw_jax.models.weight_nets import VNet
 
 _LEAF_TO_FLAX = {"bias": ("params", "bias"), "running_mean": ("batch_stats", "mean"),
                  "running_var": ("batch_stats", "var")}
@@ -163,7 +165,6 @@ def resnet32_from_torch(state_dict: Mapping[str, Any], dtype=None) -> Tuple[Any,
 
   The number of classes is read from ``linear.weight``; every name and shape is checked.
   """
-  from gdw_jax import models  # late: models import nothing from interop
   if "linear.weight" not in state_dict:
     raise CheckpointError("not a ResNet-32 state dict: no 'linear.weight'")
   num_classes = int(np.shape(state_dict["linear.weight"])[0])
@@ -183,7 +184,6 @@ def resnet32_to_torch(params, model_state) -> Dict[str, np.ndarray]:
 
 def vnet_from_torch(state_dict: Mapping[str, Any], dtype=None) -> Any:
   """Params of our ``VNet`` (linear1 / linear2) from MW-Net's / GDW's ``VNet`` state dict."""
-  from gdw_jax.models.weight_nets import VNet
   if "linear1.weight" not in state_dict:
     raise CheckpointError("not a VNet state dict: no 'linear1.weight'")
   hidden = int(np.shape(state_dict["linear1.weight"])[0])

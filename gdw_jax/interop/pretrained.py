@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from gdw_jax import models
 from gdw_jax.interop.convert import _module_path, _zeros, flax_to_torch, torch_to_flax
 from gdw_jax.interop.torch_checkpoint import CheckpointError, load_torch_state_dict
 
@@ -62,7 +63,6 @@ def _model_shapes(params, model_state) -> Dict[str, Tuple[int, ...]]:
 @functools.lru_cache(maxsize=None)
 def expected_shapes(model_name: str) -> Dict[str, Tuple[int, ...]]:
   """``{PyTorch name: shape}`` of registered model ``model_name`` (head included; no compute)."""
-  from gdw_jax import models  # late: models import nothing from interop
   fns = models.get(model_name, 10)
   params, state = jax.eval_shape(fns.init, jax.random.PRNGKey(0),
                                  jax.ShapeDtypeStruct(_SHAPE_INPUT, jnp.float32))

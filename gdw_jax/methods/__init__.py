@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import importlib
 import logging
+from importlib import metadata
 from typing import Dict, Iterable, Tuple, Union
 
+from gdw_jax import losses
 from gdw_jax.methods import absgd, cmwnet, cmwnet_sl, erm, gdw, l2rw, mwnet
 from gdw_jax.methods.base import DataInfo, EpochContext, Method, MethodSpec
 from gdw_jax.options import OptionGroup
@@ -59,7 +61,6 @@ def load_entry_points() -> None:
   if _entry_points_loaded:
     return
   _entry_points_loaded = True
-  from importlib import metadata
   for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
     try:
       obj = ep.load()
@@ -130,6 +131,26 @@ def loss_overrides(name: str) -> dict:
   return dict(s.loss_overrides) if s is not None else {}
 
 
+def loss_settings(config) -> dict:
+  """``config.loss`` as the run's method sees it: with the settings its name implies
+  (``ldam_drw`` forces ``name=ldam``, ``cb`` ``class_weights=cb``; each method declares them in
+  its own file, ``MethodSpec.loss_overrides``)."""
+  return losses.loss_settings(config, loss_overrides(config["method"]))
+
+
+def with_loss_overrides(config):
+  """``config``, or a copy whose ``loss`` group carries the settings its method implies
+  (:func:`loss_settings`): what the run's model is built from, so that ``classifier_head='auto'``
+  sees the loss the method trains with (LDAM-DRW's cosine head:
+  :func:`gdw_jax.models.head_kind`)."""
+  overrides = loss_overrides(config["method"])
+  if not overrides:
+    return config
+  config = config.copy_and_resolve_references()
+  config.loss.update(overrides)
+  return config
+
+
 __all__ = ["DataInfo", "EpochContext", "Method", "MethodSpec", "OptionGroup", "get", "names",
            "register", "spec", "specs", "option_groups", "load_plugins", "load_entry_points",
-           "loss_overrides"]
+           "loss_overrides", "loss_settings", "with_loss_overrides"]

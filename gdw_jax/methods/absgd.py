@@ -117,8 +117,7 @@ def absgd(*, steps_per_epoch: int, lam: float = 5.0, init_lam: float = 200.0,
 def from_config(config, info, dtype=None) -> Method:
   """:func:`absgd` with ``config.absgd`` and ``config.loss``."""
   return absgd(steps_per_epoch=info.steps_per_epoch, **options.values(config.absgd, OPTIONS),
-               loss=losses.make_base_loss(config, info.class_counts, info.steps_per_epoch,
-                                          "absgd"),
+               loss=losses.make_base_loss(config, info.class_counts, info.steps_per_epoch),
                dtype=dtype or jnp.dtype(config.dtype))
 
 

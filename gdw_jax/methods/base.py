@@ -104,7 +104,9 @@ class MethodSpec(NamedTuple):
     1``); raises :class:`gdw_jax.options.ConfigError`.
   * ``needs_meta(config)``: whether the run needs a held-out meta set (``meta_per_class >= 1``).
   * ``loss_overrides``: ``config.loss`` keys the method's name implies (``focal`` forces the
-    focal loss); applied wherever the base loss is read.
+    focal loss). Its ``build`` passes them to :func:`gdw_jax.losses.make_base_loss` (the loss
+    module knows no method); validation and the run's model read them through
+    :func:`gdw_jax.methods.loss_settings` / :func:`gdw_jax.methods.with_loss_overrides`.
   """
   name: str
   build: Callable[..., Method]

@@ -286,8 +286,7 @@ def from_config(config, info, dtype=None) -> Method:
   g = config.cmwnet
   return cmwnet(class_counts=info.class_counts, steps_per_epoch=info.steps_per_epoch,
                 normalise=g.normalise, **{k: g[k] for k in SCHEDULE_KEYS},
-                loss=losses.make_base_loss(config, info.class_counts, info.steps_per_epoch,
-                                           "cmwnet"),
+                loss=losses.make_base_loss(config, info.class_counts, info.steps_per_epoch),
                 dtype=dtype, **net_from_config(config, dtype))
 
 

@@ -237,8 +237,7 @@ def from_config(config, info, dtype=None) -> Method:
   dtype = dtype or jnp.dtype(config.dtype)
   return cmwnet_sl(class_counts=info.class_counts, steps_per_epoch=info.steps_per_epoch,
                    num_train=info.num_train, **options.values(config.cmwnet_sl, OPTIONS),
-                   loss=losses.make_base_loss(config, info.class_counts, info.steps_per_epoch,
-                                              "cmwnet_sl"),
+                   loss=losses.make_base_loss(config, info.class_counts, info.steps_per_epoch),
                    dtype=dtype, **cmwnet.net_from_config(config, dtype))
 
 

@@ -74,7 +74,7 @@ def ldam_drw(*, class_counts, steps_per_epoch: int, **loss_options) -> Method:
 
 def from_config(config, info, dtype=None) -> Method:
   del dtype
-  return erm(loss=losses.make_base_loss(config, info.class_counts, info.steps_per_epoch, "erm"))
+  return erm(loss=losses.make_base_loss(config, info.class_counts, info.steps_per_epoch))
 
 
 def baseline_from_config(name: str):
@@ -83,8 +83,8 @@ def baseline_from_config(name: str):
 
   def build(config, info, dtype=None):
     del dtype
-    return constructor(**losses.loss_settings(config, name), class_counts=info.class_counts,
-                       steps_per_epoch=info.steps_per_epoch)
+    return constructor(**losses.loss_settings(config, LOSS_OVERRIDES[name]),
+                       class_counts=info.class_counts, steps_per_epoch=info.steps_per_epoch)
 
   return build
 

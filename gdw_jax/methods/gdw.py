@@ -124,7 +124,7 @@ def from_config(config, info, dtype=None) -> Method:
   return gdw(**options.values(config.gdw, OPTIONS), prob_clamp=config.prob_clamp,
              weight_net=module_from(config.vnet, dtype),
              weight_optimizer=optimizer_from(config.vnet),
-             loss=losses.make_base_loss(config, info.class_counts, info.steps_per_epoch, "gdw"),
+             loss=losses.make_base_loss(config, info.class_counts, info.steps_per_epoch),
              dtype=dtype)
 
 

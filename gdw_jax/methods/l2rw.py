@@ -51,7 +51,7 @@ def l2rw(*, loss: Optional[losses.BaseLoss] = None) -> Method:
 
 def from_config(config, info, dtype=None) -> Method:
   del dtype
-  return l2rw(loss=losses.make_base_loss(config, info.class_counts, info.steps_per_epoch, "l2rw"))
+  return l2rw(loss=losses.make_base_loss(config, info.class_counts, info.steps_per_epoch))
 
 
 SPECS = (MethodSpec("l2rw", from_config, needs_meta=always),)

@@ -90,8 +90,8 @@ def from_config(config, info, dtype=None) -> Method:
   return mwnet(**options.values(config.mwnet, OPTIONS), prob_clamp=config.prob_clamp,
                weight_net=module_from(config.vnet, dtype),
                weight_optimizer=optimizer_from(config.vnet),
-               loss=losses.make_base_loss(config, info.class_counts, info.steps_per_epoch,
-                                          "mwnet"), dtype=dtype)
+               loss=losses.make_base_loss(config, info.class_counts, info.steps_per_epoch),
+               dtype=dtype)
 
 
 OPTIONS = options.OptionGroup("mwnet", options.defaults_of(mwnet, "real_weights", "normalise",

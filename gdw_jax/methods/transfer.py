@@ -22,9 +22,10 @@ import re
 import sys
 from typing import Dict
 
+import flax.serialization
 import numpy as np
 
-from gdw_jax import fileio
+from gdw_jax import fileio, interop
 
 _HEAD = re.compile(r"^classfier\.layers\.(\d+)\.0\.(weight|bias)$")
 
@@ -89,12 +90,7 @@ def load(path: str) -> Dict[str, np.ndarray]:
     with np.load(path, allow_pickle=False) as f:
       return {k: f[k] for k in f.files}
   if path.endswith((".pth", ".pt")):
-    try:
-      from gdw_jax.interop import load_torch_state_dict
-    except ImportError:
-      raise ValueError(f"reading {path!r} needs gdw_jax.interop.load_torch_state_dict (the "
-                       "torch-free checkpoint loader); export the net to .npz instead") from None
-    return {k: np.asarray(v) for k, v in load_torch_state_dict(path).items()}
+    return {k: np.asarray(v) for k, v in interop.load_torch_state_dict(path).items()}
   raise ValueError(f"weighting-net file {path!r}: expected .npz or .pth")
 
 
@@ -115,7 +111,6 @@ def net_params_from_state(method_state) -> dict:
 
 def export_run(method_state_path: str, out_path: str) -> None:
   """Export the weighting net of a saved ``method_state.msgpack`` to a ``.npz``."""
-  import flax.serialization
   with open(method_state_path, "rb") as f:
     state = flax.serialization.msgpack_restore(f.read())
   save(out_path, net_params_from_state(state))

@@ -8,31 +8,27 @@ Every model is used through :class:`ModelFns`::
 ``model_state`` holds the non-trainable collections (BatchNorm running statistics under
 ``batch_stats``); it is ``{}`` for models without any. In train mode BN uses batch statistics
 and the returned state carries the updated running statistics; callers decide whether to keep
-it (only the real forward of a training step does).
+it (only the real forward of a training step does). :class:`ModelFns` and the wrapping
+(:func:`functional`) come from :mod:`gdw_jax.adapters`, the layer below, which a user's own
+model goes through too.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, NamedTuple
+from typing import Callable, Dict
 
 import flax.linen as nn
 import jax.numpy as jnp
 
+from gdw_jax.adapters import ModelFns, from_linen
 from gdw_jax.models.heads import HEADS, NormedLinear, classifier_head, head_kind
 from gdw_jax.models.mlp import MLP, SmallCNN
 from gdw_jax.models.resnet_cifar import resnet32
 from gdw_jax.models.weight_nets import CMWNet, VNet
 
 
-class ModelFns(NamedTuple):
-  module: nn.Module
-  init: Callable[..., Any]
-  apply: Callable[..., Any]
-
-
 def functional(module: nn.Module) -> ModelFns:
   """Wrap a Linen module whose ``__call__(x, train)`` returns logits (no rng streams; see
   :func:`gdw_jax.adapters.from_linen` for dropout)."""
-  from gdw_jax.adapters import from_linen  # adapters imports ModelFns from here
   return from_linen(module)
 
 

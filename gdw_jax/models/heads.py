@@ -29,12 +29,14 @@ class NormedLinear(nn.Module):
 
 
 def head_kind(config) -> str:
-  """``config.classifier_head``, ``auto`` resolved: cosine for LDAM (LDAM-DRW's ``use_norm``)."""
-  from gdw_jax import losses  # local: losses does not depend on models
+  """``config.classifier_head``, ``auto`` resolved: cosine when ``config.loss.name`` is LDAM
+  (LDAM-DRW's ``use_norm``). A run builds its model from the config as its method sees it
+  (:func:`gdw_jax.methods.with_loss_overrides`: ``method=ldam_drw`` forces ``loss.name=ldam``);
+  models know no method."""
   kind = config.get("classifier_head", "auto") if config else "auto"
   if kind == "auto":
     # A model built from model options only (no loss group) has a linear head.
-    ldam = bool(config) and "loss" in config and losses.loss_settings(config)["name"] == "ldam"
+    ldam = bool(config) and "loss" in config and config["loss"]["name"] == "ldam"
     return "cosine" if ldam else "linear"
   return kind
 
