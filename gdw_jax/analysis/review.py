@@ -24,6 +24,9 @@ import os
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
+from PIL import Image
+
+from gdw_jax import fileio
 
 TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "review_template.html")
 PLACEHOLDER = "/*__REVIEW_DATA__*/"
@@ -95,7 +98,6 @@ def _as_uint8(x: np.ndarray) -> np.ndarray:
 def thumbnail(image: np.ndarray, size: int = 64) -> str:
   """A PNG data URI of ``image`` (``[H, W, C]`` or ``[H, W]``) no larger than ``size`` pixels a
   side (small images are kept as they are: the page scales them up)."""
-  from PIL import Image  # pylint: disable=import-outside-toplevel
   img = Image.fromarray(_as_uint8(image))
   if max(img.size) > size:
     img.thumbnail((size, size))
@@ -129,6 +131,5 @@ def render(table: Dict[str, Any], images: Optional[Sequence[str]] = None) -> str
 
 def write_page(path: str, table: Dict[str, Any], images: Optional[Sequence[str]] = None) -> str:
   """Write the page atomically (a temporary file renamed onto ``path``); returns ``path``."""
-  from gdw_jax import fileio  # pylint: disable=import-outside-toplevel
   fileio.write_bytes(path, render(table, images).encode("utf-8"))
   return path

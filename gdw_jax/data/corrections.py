@@ -19,10 +19,13 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+
+from gdw_jax import fileio
 
 ACTIONS = ("keep", "relabel", "remove")
 HEADER = ["id", "action", "new_label"]
@@ -163,8 +166,6 @@ def write(path: str, rows: Sequence[Tuple[str, str, str]],
           workdir: Optional[str] = None) -> None:
   """Write ``(id, action, new_label)`` rows as a corrections file (atomically), after the
   ``# workdir:`` line when the reviewed run is known."""
-  import io  # pylint: disable=import-outside-toplevel
-  from gdw_jax import fileio  # pylint: disable=import-outside-toplevel
   buf = io.StringIO()
   if workdir:
     buf.write(f"{WORKDIR_COMMENT} {str(workdir).replace(chr(10), ' ').replace(chr(13), ' ')}\n")
