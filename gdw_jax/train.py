@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from gdw_jax import api, interop, losses, methods, models, optim, parallel, validation
+from gdw_jax import api, interop, lease, losses, methods, models, optim, parallel, validation
 from gdw_jax.data import pipeline
 from gdw_jax.validation import ConfigError  # noqa: F401  (re-exported for main.py)
 
@@ -303,8 +303,15 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
 
   If ``workdir`` holds checkpoints of the same config, the launch resumes from the latest one
   and ends exactly as an uninterrupted one would (bit-identical on CPU).
+
+  The launch holds the workdir's lease (:mod:`gdw_jax.lease`) from before its first write to its
+  end: another launch holding it stops this one with :class:`gdw_jax.lease.LeaseHeld` (a
+  ConfigError), nothing written.
   """
   from gdw_jax import loop, runs  # they build on this module
-  trainer = loop.Trainer(runs.prepare(config, workdir))
-  trainer.train()
-  return trainer.finish()
+  prepared = runs.prepare(config, workdir)  # validated and built; nothing written yet
+  with lease.hold(workdir, config, parallel.is_primary(), parallel.from_primary) as held:
+    runs.validate_workdirs(config, workdir)  # again: from now on no other launch writes there
+    trainer = loop.Trainer(prepared, heartbeat=held.beat)
+    trainer.train()
+    return trainer.finish()
