@@ -3,7 +3,7 @@ import ast
 
 import ml_collections
 
-from gdw_jax import losses, methods
+from gdw_jax import lease, losses, methods
 
 
 def parse_arg(arg, **defaults):
@@ -227,7 +227,7 @@ def base_config() -> ml_collections.ConfigDict:
   # break_lease=True takes over any lease: only when its holder is surely gone (a launch, not a
   # requeue script).
   c.break_lease = False
-  c.lease_stale_s = 300.0
+  c.lease_stale_s = lease.STALE_SECONDS  # 300 s
   return c
 
 
