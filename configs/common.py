@@ -3,7 +3,7 @@ import ast
 
 import ml_collections
 
-from gdw_jax import losses, methods
+from gdw_jax import lease, losses, methods
 
 
 def parse_arg(arg, **defaults):
@@ -224,6 +224,13 @@ def base_config() -> ml_collections.ConfigDict:
   # True: delete the workdir's checkpoints and start from scratch (one launch; a run whose
   # checkpoints cannot be restored stops with an error instead, docs/scaling.md).
   c.restart = False
+  # One launch per workdir (docs/scaling.md): a launch holds <workdir>/.lease.json while it runs;
+  # another launch into it stops (exit 2) unless the holder is gone: on this machine, its pid is
+  # not running; on another, no heartbeat (every 30 s) for lease_stale_s seconds.
+  # break_lease=True takes over any lease: only when its holder is surely gone (a launch, not a
+  # requeue script).
+  c.break_lease = False
+  c.lease_stale_s = lease.STALE_SECONDS  # 300 s
   return c
 
 

@@ -166,9 +166,12 @@ class RunLog:
 class Trainer:
   """One launch, from its inputs (:class:`gdw_jax.runs.Runs`) to its files."""
 
-  def __init__(self, runs: runs_lib.Runs):
-    """Everything is checked before the first file is written; then resume if possible."""
+  def __init__(self, runs: runs_lib.Runs, heartbeat=None):
+    """Everything is checked before the first file is written; then resume if possible.
+    ``heartbeat(step)`` is called at each segment end (the workdir lease's
+    :meth:`gdw_jax.lease.Lease.beat`: it raises if the lease is no longer this launch's)."""
     self.runs = runs
+    self.heartbeat = heartbeat or (lambda step: None)
     self.timers = Timers()
     self.stream = inputs_lib.make_stream(runs)
     self.state = initial_state(runs, self.stream)
@@ -406,6 +409,7 @@ class Trainer:
             self._start_epoch(epoch)
           stop = self._segment_end(step)
           self._run_segment(step, stop)
+          self.heartbeat(stop)  # before this segment writes anything
           bar.update(stop - step)
           step = stop
           test_accs = self._end_epoch(epoch) if step % spe == 0 else None

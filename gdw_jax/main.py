@@ -5,11 +5,12 @@ Any config key can be overridden, e.g. ``--config.method=mwnet --config.noise_ra
 Methods defined outside the package run with ``--config.plugins=my_module,...`` (imported before
 the config file is read, so their option groups can be overridden too, e.g.
 ``--config.plugins=examples.my_method --config.method=small_loss --config.small_loss.keep=0.7``).
-Exit status: 0 done, 2 a config error, 3 a non-finite step, 4 a file that cannot be written,
-128 + signal after a SIGTERM / SIGINT (saved; the same command resumes). Kept thin: the work is
-in :func:`gdw_jax.train.train_and_evaluate`, importable from notebooks. Above every other module
-(``gdw_jax/train.py`` lists the layers); importing the trainer does not start JAX's backends, so
-the CPU flags (:mod:`gdw_jax.cpu_flags`) still apply when :func:`main` sets them.
+Exit status: 0 done, 2 a config error (or a workdir another launch holds: docs/scaling.md), 3 a
+non-finite step, 4 a file that cannot be written, 128 + signal after a SIGTERM / SIGINT (saved;
+the same command resumes). Kept thin: the work is in :func:`gdw_jax.train.train_and_evaluate`,
+importable from notebooks. Above every other module (``gdw_jax/train.py`` lists the layers);
+importing the trainer does not start JAX's backends, so the CPU flags (:mod:`gdw_jax.cpu_flags`)
+still apply when :func:`main` sets them.
 """
 import os
 import sys

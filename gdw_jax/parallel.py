@@ -29,6 +29,7 @@ from typing import Any, Dict, Optional, Sequence
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 DATA = "data"
@@ -170,3 +171,11 @@ def put_replicated(tree: Any, mesh: Mesh) -> Any:
 def is_primary() -> bool:
   """Only process 0 writes files (checkpoints are written collectively by orbax)."""
   return jax.process_index() == 0
+
+
+def from_primary(value: int) -> int:
+  """Process 0's ``value`` on every process (a decision only process 0 takes, such as whether
+  it holds the workdir's lease); ``value`` itself on one process."""
+  if jax.process_count() == 1:
+    return value
+  return int(multihost_utils.broadcast_one_to_all(np.int32(value)))

@@ -170,15 +170,8 @@ def setup(config, source=None, num_runs: int = 1) -> Setup:
 def prepare(config, workdir: str) -> Runs:
   """Validate ``config`` and ``workdir`` and build every run's inputs (nothing is written)."""
   validation.validate(config)
-  seeds = tuple(int(s) for s in config.seeds) or (int(config.seed),)
-  if config.seeds:
-    configs = [run_config(config, s) for s in seeds]
-    workdirs = [os.path.join(workdir, f"seed_{s}") for s in seeds]
-  else:
-    configs, workdirs = [config], [workdir]
-  validation.validate_workdir(config, workdir)
-  for c, w in zip(configs, workdirs):
-    validation.validate_workdir(c, w)
+  seeds, configs, workdirs = _runs_of(config, workdir)
+  validate_workdirs(config, workdir)
   # One source for every run (its images are kept once); one run loads it as before.
   source = None
   if len(seeds) > 1:
@@ -197,6 +190,25 @@ def prepare(config, workdir: str) -> Runs:
               model=first.model, schedule=first.schedule, tx=first.tx,
               mesh=parallel.make_mesh(config, len(seeds)), store=make_store(datasets, dtype),
               dtype=dtype)
+
+
+def _runs_of(config, workdir: str):
+  """``(seeds, configs, workdirs)``: each run's seed, config and workdir."""
+  seeds = tuple(int(s) for s in config.seeds) or (int(config.seed),)
+  if config.seeds:
+    return (seeds, [run_config(config, s) for s in seeds],
+            [os.path.join(workdir, f"seed_{s}") for s in seeds])
+  return seeds, [config], [workdir]
+
+
+def validate_workdirs(config, workdir: str) -> None:
+  """The launch's workdir and each run's: directories holding no run of another config
+  (:class:`ConfigError`). Checked again once the launch holds the workdir's lease
+  (:func:`gdw_jax.train.train_and_evaluate`): a launch that ended meanwhile may have left one."""
+  _, configs, workdirs = _runs_of(config, workdir)
+  validation.validate_workdir(config, workdir)
+  for c, w in zip(configs, workdirs):
+    validation.validate_workdir(c, w)
 
 
 def _same_info(a: methods.DataInfo, b: methods.DataInfo) -> bool:

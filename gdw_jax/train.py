@@ -4,7 +4,8 @@ The top of the trainer (``python -m gdw_jax.main`` calls it; so may a notebook).
 followed from here down, crosses these layers; each imports only the ones below it, never one
 above (``tests/test_layers.py`` keeps it so):
 
-* :mod:`gdw_jax.train` (this module): the entry;
+* :mod:`gdw_jax.train` (this module): the entry, holding the workdir's lease
+  (:mod:`gdw_jax.lease`: one launch per workdir) around the loop;
 * :mod:`gdw_jax.loop`: the loop over the global step (resume, segments between host events,
   evaluation, checkpoints, the end-of-run files);
 * :mod:`gdw_jax.inputs`: the loop's batch providers (images on the device, gathered on the host,
@@ -27,7 +28,7 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
-from gdw_jax import loop, runs
+from gdw_jax import lease, loop, parallel, runs
 from gdw_jax.guards import NonFiniteError, Preempted, with_finite_check
 from gdw_jax.options import ConfigError
 from gdw_jax.runs import Setup, setup
@@ -44,10 +45,17 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
 
   If ``workdir`` holds checkpoints of the same config, the launch resumes from the latest one
   and ends exactly as an uninterrupted one would (bit-identical on CPU).
+
+  The launch holds the workdir's lease (:mod:`gdw_jax.lease`) from before its first write to its
+  end: another launch holding it stops this one with :class:`gdw_jax.lease.LeaseHeld` (a
+  ConfigError), nothing written.
   """
-  trainer = loop.Trainer(runs.prepare(config, workdir))
-  trainer.train()
-  return trainer.finish()
+  prepared = runs.prepare(config, workdir)  # validated and built; nothing written yet
+  with lease.hold(workdir, config, parallel.is_primary(), parallel.from_primary) as held:
+    runs.validate_workdirs(config, workdir)  # again: from now on no other launch writes there
+    trainer = loop.Trainer(prepared, heartbeat=held.beat)
+    trainer.train()
+    return trainer.finish()
 
 
 __all__ = ["train_and_evaluate", "ConfigError", "NonFiniteError", "Preempted",

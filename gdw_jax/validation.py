@@ -19,7 +19,8 @@ import json
 import numbers
 import os
 
-from gdw_jax import bilevel, data, interop, losses, methods, metrics, models, optim, options
+from gdw_jax import (bilevel, data, interop, lease, losses, methods, metrics, models, optim,
+                     options)
 from gdw_jax.data import host_transforms
 from gdw_jax.data import noise as data_noise
 from gdw_jax.data import own
@@ -37,7 +38,7 @@ RUNTIME_KEYS = ("progress", "tensorboard", "checkpoint", "checkpoint_every_steps
                 "keep_checkpoints", "checkpoint_best", "num_devices", "distributed",
                 "coordinator_address", "num_processes", "process_id", "data_placement",
                 "steps_per_call", "plugins", "stream_workers", "stream_threads", "stream_prefetch",
-                "restart")
+                "restart", "break_lease", "lease_stale_s")
 
 DATA_PLACEMENTS = ("auto", "device", "host")
 
@@ -45,7 +46,7 @@ BOOL_KEYS = ("drop_last", "nesterov", "progress", "checkpoint", "checkpoint_best
              "noise_on_given_labels",
              "meta_from_train", "allow_missing_meta_classes", "skip_bad_images",
              "image_normalize", "image_flip",
-             "distributed", "restart")
+             "distributed", "restart", "break_lease")
 
 
 def _bool(config, key) -> None:
@@ -332,6 +333,10 @@ def _validate_run_options(config) -> None:
            "keep_checkpoints must be >= 2 (a checkpoint that cannot be restored falls back to the "
            "one before; with seeds, a kill between the runs' saves must leave a step all have)")
   _validate_seeds(config)
+  _number(config, "lease_stale_s")
+  _check(config.lease_stale_s >= 2 * lease.BEAT_SECONDS,
+         f"lease_stale_s must be at least {2 * lease.BEAT_SECONDS:g} (seconds; the lease's "
+         f"heartbeat comes every {lease.BEAT_SECONDS:g} s), got {config.lease_stale_s:g}")
   if config.tensorboard:
     reason = metrics.tensorboard_available()
     _check(reason is None, reason or "")

@@ -20,7 +20,8 @@ atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 # step's batch (the compiled path asks for a chunk's batches before running it): a hard kill at a
 # known point, after the checkpoints before it were committed (saves run in the background; the
 # driver waits for them so that the point is deterministic). With SIGNAL_AT, it sends itself a
-# SIGTERM there instead (a preemption notice: the loop saves at its next segment end and stops).
+# SIGTERM there instead (a preemption notice: the loop saves at its next segment end and stops);
+# with STOP_AT, a SIGSTOP (the process holds still, its lease too, until a SIGCONT).
 DRIVER = r"""
 import json, os, signal, sys
 from configs import digits
@@ -45,8 +46,9 @@ for key, value in overrides.items():
   node[leaf] = tuple(value) if isinstance(value, list) else value
 
 signal_at = int(os.environ.get("SIGNAL_AT", "-1"))
+stop_at = int(os.environ.get("STOP_AT", "-1"))
 SENT = []
-if kill_at >= 0 or signal_at >= 0:
+if kill_at >= 0 or signal_at >= 0 or stop_at >= 0:
   real = pipeline.train_batch_indices
   def train_batch_indices(n, batch_size, seed, epoch, step):
     spe = pipeline.steps_per_epoch(n, batch_size, config.drop_last)
@@ -57,6 +59,11 @@ if kill_at >= 0 or signal_at >= 0:
     if epoch * spe + step == signal_at and not SENT:  # once: a second SIGTERM ends the process
       SENT.append(step)
       os.kill(os.getpid(), signal.SIGTERM)
+    if epoch * spe + step == stop_at and not SENT:
+      SENT.append(step)
+      for ckpt in OPEN:
+        ckpt.wait()
+      os.kill(os.getpid(), signal.SIGSTOP)
     return real(n, batch_size, seed, epoch, step)
   pipeline.train_batch_indices = train_batch_indices
 try:
@@ -80,6 +87,7 @@ def env(devices=1):
            JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
   e.pop("KILL_AT", None)
   e.pop("SIGNAL_AT", None)
+  e.pop("STOP_AT", None)
   return e
 
 
@@ -89,13 +97,16 @@ def python(code, devices=1):
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def start(overrides, workdir, devices=1, kill_at=None, signal_at=None, extra_env=None):
+def start(overrides, workdir, devices=1, kill_at=None, signal_at=None, extra_env=None,
+          stop_at=None):
   """Start a training subprocess (``Popen``) on ``devices`` fake CPU devices."""
   env = globals()["env"](devices)
   if kill_at is not None:
     env["KILL_AT"] = str(kill_at)
   if signal_at is not None:
     env["SIGNAL_AT"] = str(signal_at)
+  if stop_at is not None:
+    env["STOP_AT"] = str(stop_at)
   env.update(extra_env or {})
   cfg = dict(progress=False)
   cfg.update(overrides)

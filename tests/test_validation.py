@@ -82,6 +82,11 @@ STATIC_CASES = [
      ["process_id must be in [0, 2), got 2"]),
     ("process_id_without_coordinator", _set("num_processes", 4), ["need coordinator_address"]),
     ("missing_key", _delete("batch_size"), ["config has no key 'batch_size'"]),
+    ("lease_stale_short", _set("lease_stale_s", 10.0),
+     ["lease_stale_s must be at least 60 (seconds; the lease's heartbeat comes every 30 s), "
+      "got 10"]),
+    ("lease_stale_type", _set("lease_stale_s", "5m"), ["lease_stale_s must be a number, got '5m'"]),
+    ("break_lease_type", _set("break_lease", "yes"), ["break_lease must be True or False"]),
 ]
 
 
@@ -255,7 +260,8 @@ def test_workdir_with_another_config(tmp_path):
   new = digits.get_config()
   new.noise_rate = 0.2
   new.method = "mwnet"
-  new.progress = False  # runtime key: may differ
+  new.progress = False  # runtime keys: may differ
+  new.update(break_lease=True, lease_stale_s=900.0)
   with pytest.raises(ConfigError) as e:
     train.train_and_evaluate(new, str(workdir))
   msg = str(e.value)
