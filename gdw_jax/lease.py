@@ -185,14 +185,15 @@ def _create(path: str, record: Dict[str, Any]) -> bool:
   return True
 
 
-def _set_aside(path: str, raw: bytes, token: str) -> bool:
-  """Move the stale lease (``raw``) out of the way; True when it was that file and is gone.
-  Another file moved by mistake (a beat or a takeover in between) is put back."""
+def _set_aside(path: str, raw: bytes, token: str) -> Optional[bool]:
+  """Move the stale lease (``raw``) out of the way: True when it was that file and is gone;
+  None when it was gone already (another launch set it aside first); False when another file
+  was there (a beat or a new lease in between), which is put back."""
   aside = f"{path}.{token}.stale"
   try:
     os.rename(path, aside)
-  except FileNotFoundError:  # released or taken over meanwhile: try again
-    return False
+  except FileNotFoundError:  # released or set aside meanwhile: try again
+    return None
   with open(aside, "rb") as f:
     moved = f.read()
   if moved != raw:
@@ -319,8 +320,11 @@ def acquire(workdir: str, stale_after: float = STALE_SECONDS, break_lease: bool 
 
 def _take(workdir, path, record, stale_after, break_lease, beat_s, warn, made_dir) -> Lease:
   """:func:`acquire`'s tries: create, or judge the lease there and take it over if stale."""
+  taken = None  # (old holder, why) once its stale lease was set aside: warned once ours is made
   for _ in range(_TRIES):
     if _create(path, record):
+      if taken is not None:
+        warn(f"took over the lease on {workdir} from {describe(taken[0])}: {taken[1]}")
       return Lease(path, record, beat_s, made_dir)
     found = _read(path)
     if found is None:  # released meanwhile
@@ -329,8 +333,10 @@ def _take(workdir, path, record, stale_after, break_lease, beat_s, warn, made_di
     why = "break_lease=True" if break_lease else stale_reason(old, mtime, stale_after)
     if why is None:
       raise LeaseHeld(_held_message(workdir, old))
-    if _set_aside(path, raw, record["token"]):
-      warn(f"took over the lease on {workdir} from {describe(old)}: {why}")
+    if _set_aside(path, raw, record["token"]) is not False:
+      # The stale lease is gone (set aside by this launch or a racing one): whichever makes
+      # its lease first took it over and says so; the others then find a live lease.
+      taken = (old, why)
   raise LeaseHeld(f"the lease on {workdir} changed hands {_TRIES} times while this launch "
                   f"tried to take it; another launch is starting there: try again later")
 
