@@ -10,7 +10,7 @@ The page (plain JavaScript, no library) shows the rows a page at a time, so only
 thumbnails are decoded even with 50,000 rows; it filters (given class, predicted class, score
 range, decision), sorts by any column, takes one decision per sample by mouse or keyboard, keeps
 the decisions in the browser's local storage (keyed by workdir and run) and exports them as
-``corrections.csv``: ``id,action,new_label`` rows (:data:`ACTIONS`), after a first comment line
+``corrections.csv``: ``id,action,new_label`` rows (:data:`gdw_jax.data.corrections.ACTIONS`), after a first comment line
 ``# workdir: PATH`` naming the run reviewed (:func:`gdw_jax.data.corrections.read` skips it and
 reports the run's accuracy beside the retrained one's).
 """
@@ -31,7 +31,6 @@ from gdw_jax import fileio
 TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "review_template.html")
 PLACEHOLDER = "/*__REVIEW_DATA__*/"
 FILE = "review.html"
-ACTIONS = ("keep", "relabel", "remove")
 
 
 def class_names_of(run) -> Optional[List[str]]:
