@@ -94,6 +94,12 @@ def base_config() -> ml_collections.ConfigDict:
   # (CMW-Net's hybrid noise: PMD labels + symmetric / asymmetric noise, as mwn.py does).
   c.noise_on_given_labels = False
   c.label_file = ""                # .npy of given noisy labels, one per pool image (digits, CIFAR)
+  # Candidate sets (partial labels, gdw_jax/data/partial.py): partial_rate q in (0, 1) generates
+  # them from the clean labels (official PRODEN partialize, seeded); 0 = none generated (an npz
+  # `candidates` array or a label_csv candidates column gives them). With q > 0 the sets are the
+  # labels: noise_type / noise_rate are not applied.
+  c.partial_rate = 0.0
+  c.partial_type = "binomial"      # binomial | pair
   # Split randomness (gdw_jax/data/corruption.py): numpy (default) | legacy (replays the official
   # code's np.random / random calls, for its exact splits from the python archive). meta_seed -1:
   # meta and training sets from one split (disjoint); >= 0: the meta set is drawn with its own

@@ -155,7 +155,8 @@ def setup(config, source=None, num_runs: int = 1) -> Setup:
   validation.validate_data(config, ds.num_train, parallel.data_axis_size(config, num_runs))
   validation.validate_image_size(config, ds.x_train.shape[1:])
   spe = pipeline.steps_per_epoch(ds.num_train, config.batch_size, config.drop_last)
-  info = methods.DataInfo(ds.num_classes, ds.num_train, ds.class_counts, spe)
+  validation.validate_candidates(config, ds.candidates)
+  info = methods.DataInfo(ds.num_classes, ds.num_train, ds.class_counts, spe, ds.candidates)
   model = models.get(config.model, ds.num_classes, methods.with_loss_overrides(config), dtype)
   try:  # e.g. a transfer file that is not a weighting net
     method = methods.get(config.method)(config, info)
@@ -215,8 +216,9 @@ def _same_info(a: methods.DataInfo, b: methods.DataInfo) -> bool:
   # A method is a function of (config, DataInfo); the runs' configs differ only in the seed,
   # which methods do not read (their randomness comes from the state's rng).
   return (a.num_classes, a.num_train, a.steps_per_epoch) == (
-      b.num_classes, b.num_train, b.steps_per_epoch) and np.array_equal(a.class_counts,
-                                                                         b.class_counts)
+      b.num_classes, b.num_train, b.steps_per_epoch) and np.array_equal(
+          a.class_counts, b.class_counts) and (a.candidates is None) == (b.candidates is None) and (
+          a.candidates is None or np.array_equal(a.candidates, b.candidates))
 
 
 def _check_runs_fit_one_program(config, seeds, datasets) -> None:

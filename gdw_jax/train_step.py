@@ -97,6 +97,7 @@ def make_train_step(model: models.ModelFns, method: methods.Method,
 
     logits, cotangent = aux.pop("logits"), aux.pop("logit_cotangent")
     weights = aux.pop("weights")
+    estimate = aux.pop("label_estimate", None)  # a partial-label method's current label guess
     metrics = {
         "train_loss": jnp.mean(losses.cross_entropy(logits, y)),
         "train_acc_noisy": losses.accuracy(logits, y),
@@ -104,6 +105,9 @@ def make_train_step(model: models.ModelFns, method: methods.Method,
         "lr": lr,
         **{k: v for k, v in aux.items() if jnp.ndim(v) == 0},
     }
+    if estimate is not None:  # how often it is the true label (logging only)
+      metrics["disambiguation_acc"] = jnp.mean(
+          (estimate == batch.get("y_true", y)).astype(jnp.float32))
     if return_cotangent:
       metrics["logit_cotangent"] = cotangent
     new_state = state.replace(step=state.step + 1, params=params, model_state=new_model_state,

@@ -100,6 +100,7 @@ def validate(config) -> None:
     _bool(config, key)
   _one_of(config, "bn_running_var", models.resnet_cifar.BN_RUNNING_VAR)
   _number(config, "noise_rate", 0.0, 1.0)
+  _validate_partial(config)
   _number(config, "imbalance_factor", 0.0, 1.0, lo_open=True)
   _number(config, "batch_size", 1, integer=True)
   _number(config, "num_epochs", 1, integer=True)
@@ -149,6 +150,38 @@ def _validate_precision_and_init(config) -> None:
       interop.check_init_from(config.init_from, config.model)
     except interop.CheckpointError as e:
       raise ConfigError(f"init_from {e}") from None
+
+
+def _validate_partial(config) -> None:
+  """``partial_rate`` (0: off, else in (0, 1)), ``partial_type``, and the method can use them."""
+  _present(config, "partial_rate")
+  q = config.partial_rate
+  _check(isinstance(q, numbers.Real) and not isinstance(q, bool) and (q == 0 or 0 < q < 1),
+         f"partial_rate must be in (0, 1) (0: no generated candidate sets), got {q!r}")
+  _one_of(config, "partial_type", data.PARTIAL_TYPES)
+  if q > 0:
+    _check_candidate_use(config, "partial_rate=" + str(q))
+
+
+def _check_candidate_use(config, why: str) -> None:
+  """A method that cannot train on candidate sets is refused when the run has them."""
+  spec = methods.spec(config.method)
+  _check(spec.candidates != "no",
+         f"method {config.method} cannot use candidate sets ({why}); methods that can: "
+         f"{', '.join(s.name for s in methods.specs() if s.candidates != 'no')}")
+
+
+def validate_candidates(config, candidates) -> None:
+  """The built data's candidate sets against the method: given to a method that cannot use
+  them, or missing for one that needs them (before anything is written)."""
+  if candidates is not None:
+    where = (f"partial_rate={config.partial_rate}" if config.partial_rate else
+             f"dataset {config.dataset} gives candidate sets")
+    _check_candidate_use(config, where)
+  else:
+    _check(methods.spec(config.method).candidates != "required",
+           f"method {config.method} needs candidate sets: set partial_rate in (0, 1), or give "
+           f"them (npz key candidates, or a candidates column in label_csv)")
 
 
 def _validate_noise_options(config) -> None:

@@ -182,6 +182,29 @@ def _data_section(doc: _Doc, run: Run):
              "nominal and realised corruption matrices")
 
 
+def _partial_section(doc: _Doc, run: Run):
+  """Candidate sets: realised mean size against the generator's expectation, and how well the
+  run disambiguated them (``disambiguation_acc``, where the method reports it)."""
+  info = run.data["candidates"]
+  line = (f"Candidate sets ({info['source']}): mean size **{info['mean_size']:.3f}** "
+          f"(min {info['min_size']}, max {info['max_size']}) over {info['num_classes']} classes")
+  if "expected_mean_size" in info:
+    line += (f"; expected {info['expected_mean_size']:.3f} = 1 + (C-1)q + (1-q)^(C-1) for "
+             f"{info['partial_type']} q = {info['partial_rate']}")
+  doc.add(line + ".", "")
+  if "contains_true_label" in info:
+    doc.add(f"Sets containing the true label: {100 * info['contains_true_label']:.2f}%.", "")
+  if info.get("noise_not_applied"):
+    doc.add(f"Note: {info['noise_not_applied']}.", "")
+  dis = [(r["epoch"], r["disambiguation_acc"]) for r in run.metrics
+         if r.get("disambiguation_acc") is not None]
+  if dis and run.truth_known:
+    best = max(dis, key=lambda t: t[1])
+    doc.add(f"Disambiguation accuracy (argmax of the method's label estimate = true label, "
+            f"training samples seen in the epoch): last **{100 * dis[-1][1]:.2f}%** (epoch "
+            f"{_epoch1(dis[-1][0])}), best {100 * best[1]:.2f}% (epoch {_epoch1(best[0])}).", "")
+
+
 def _final_section(doc: _Doc, run: Run, summary: Dict[str, Any]):
   if run.final is not None and run.final.get("last_acc") is None and "steps" in run.final:
     doc.add(f"No test set: no test accuracy exists. Trained {run.final['steps']} steps in "
@@ -421,6 +444,9 @@ def write_report(workdir: str, loss_max: float = 10.0) -> str:
     doc.section("Label corrections", lambda: _corrections_section(doc, run, summary))
   doc.section("Configuration", lambda: _config_section(doc, run))
   doc.section("Data and realised corruption", lambda: _data_section(doc, run))
+  if (run.data or {}).get("candidates"):
+    summary["partial_labels"] = run.data["candidates"]
+    doc.section("Partial labels (candidate sets)", lambda: _partial_section(doc, run))
   doc.section("Learning curves", lambda: _curves_section(doc, run))
   doc.section("Learned weighting function", lambda: _weight_fn_section(doc, run, wf))
   doc.section("Clean vs mislabelled weights", lambda: _weights_section(doc, run, summary))

@@ -62,7 +62,9 @@ def rebuild_method(run: Run):
   counts = np.asarray(run.data.get("train_class_counts_noisy", np.full(k, n // k)))
   spe = pipeline.steps_per_epoch(n, int(cfg.batch_size), bool(cfg.get("drop_last", False)))
   # The trainer's DataInfo, from data.json (loading the dataset again would be slow).
-  info = methods.DataInfo(num_classes=k, num_train=n, class_counts=counts, steps_per_epoch=spe)
+  cand = run.labels.get("candidates") if run.labels is not None else None
+  info = methods.DataInfo(num_classes=k, num_train=n, class_counts=counts, steps_per_epoch=spe,
+                          candidates=cand)
   method = methods.get(run.method)(cfg, info)
   if method.weight_fn is None:
     raise Unavailable(f"{run.method} has no learned weighting function")

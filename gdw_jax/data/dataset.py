@@ -29,7 +29,7 @@ import numpy as np
 from absl import logging
 
 from gdw_jax import fileio
-from gdw_jax.data import corrections, corruption, noise, sources
+from gdw_jax.data import corrections, corruption, noise, partial, sources
 
 META_SOURCES = ("split", "trusted", "from_train", "none")
 NOT_CLEAN = ("the meta set was drawn from the training set's given labels "
@@ -66,6 +66,10 @@ class BiasedDataset:
   extra_tests: Optional[Dict[str, Tuple[Any, np.ndarray]]] = None  # name -> (x, y), see sources
   # What label_corrections changed (gdw_jax/data/corrections.py); written beside labels.npz.
   label_corrections: Optional[Dict[str, Any]] = None
+  # Candidate sets (partial labels, gdw_jax/data/partial.py): [n, C] bool, None for single labels;
+  # ``partial_info``: how they came to be (partial.summary), for data.json and the report.
+  candidates: Optional[np.ndarray] = None
+  partial_info: Optional[Dict[str, Any]] = None
 
   @property
   def has_test(self) -> bool:
@@ -88,6 +92,8 @@ class BiasedDataset:
       out.append("the training labels are used as given; their true labels are unknown")
     if not self.has_test:
       out.append(NO_TEST)
+    if self.partial_info and self.partial_info.get("noise_not_applied"):
+      out.append(self.partial_info["noise_not_applied"])
     return tuple(out)
 
   @property
@@ -130,10 +136,14 @@ class BiasedDataset:
       out["source"] = self.source_info
     if self.label_corrections is not None:
       out["label_corrections"] = corrections.summary(self.label_corrections)
+    if self.candidates is not None:
+      out["candidates"] = self.partial_info
     return out
 
   def save_labels(self, path: str) -> None:
     truth = {"true_labels": self.y_train_true} if self.truth_known else {}
+    if self.candidates is not None:  # partial labels: the sets beside the labels
+      truth["candidates"] = self.candidates
     np.savez(path, noisy_labels=self.y_train, train_indices=self.train_indices,
              meta_indices=self.meta_indices, meta_labels=self.y_meta, test_labels=self.y_test,
              corruption_matrix=self.corruption_matrix, truth_known=self.truth_known,
@@ -226,6 +236,31 @@ def _corrected(config, src: sources.Source, ids: np.ndarray, trusted: Optional[n
   return src, (removed if trusted is None else np.union1d(trusted, removed)), record
 
 
+def _candidate_sets(config, src: sources.Source, train_idx: np.ndarray, c, q: float):
+  """``(labels the learner sees, candidate sets or None, their summary or None)``.
+
+  ``partial_rate`` q > 0: sets generated around the clean labels (seeded by ``config.seed``),
+  and the seen label is a uniform member of each (so the "noise rate" is the chance it is not the
+  true one). Given sets (``src.candidates``): the split's rows, which must hold the seen label."""
+  if q > 0:
+    rng = np.random.default_rng([int(config.seed), 26])
+    cand = partial.partialize(c.true_labels, src.num_classes, q, config.partial_type, rng)
+    y = partial.draw_member(cand, rng)
+    info = partial.summary(cand, c.true_labels, q, config.partial_type)
+    if config.noise_type != "none" and float(config.noise_rate) > 0:
+      info["noise_not_applied"] = (
+          f"partial_rate={q}: the candidate sets are the labels, so noise_type="
+          f"{config.noise_type} (noise_rate={config.noise_rate}) was not applied")
+      logging.warning("%s", info["noise_not_applied"])
+    return y, cand, info
+  if src.candidates is None:
+    return c.noisy_labels, None, None
+  cand = partial.check_candidates(src.candidates[train_idx], len(train_idx), src.num_classes,
+                                  f"{src.name} candidates", c.noisy_labels)
+  truth = c.true_labels if src.truth_known else None
+  return c.noisy_labels, cand, partial.summary(cand, truth, None, "")
+
+
 def build(config, source: Optional[sources.Source] = None) -> BiasedDataset:
   """Load ``config.dataset`` (or use the loaded ``source``) and apply meta split, noise and
   imbalance from ``config``."""
@@ -243,8 +278,13 @@ def build(config, source: Optional[sources.Source] = None) -> BiasedDataset:
     class_map = noise.class_map_for(config.dataset, config.asym_generator, config.class_map,
                                     src.num_classes)
   noisy = None if src.y_pool_noisy is None else src.y_pool_noisy[pool]
+  q = float(config.get("partial_rate", 0.0) or 0.0)
+  if q > 0 and src.candidates is not None:
+    raise ValueError(f"partial_rate={q} but the {src.name} data give candidate sets already: "
+                     f"drop one of the two")
   c = corruption.make_biased_split(
-      src.y_pool[pool], num_classes=src.num_classes, noise_type=config.noise_type,
+      src.y_pool[pool], num_classes=src.num_classes,
+      noise_type="none" if q > 0 else config.noise_type,
       noise_rate=float(config.noise_rate), imbalance_factor=float(config.imbalance_factor),
       imbalance_type=config.imbalance_type,
       meta_per_class=int(config.meta_per_class) if plan in ("split", "from_train") else 0,
@@ -261,15 +301,17 @@ def build(config, source: Optional[sources.Source] = None) -> BiasedDataset:
     x_meta, y_meta = src.x_pool[meta_idx], src.y_pool[meta_idx]
   if plan == "trusted":
     _check_meta_classes(config, c.noisy_labels, y_meta, src.num_classes, src.class_names)
+  y_train, cand, partial_info = _candidate_sets(config, src, train_idx, c, q)
   ds = BiasedDataset(
       name=src.name, num_classes=src.num_classes,
-      x_train=src.x_pool[train_idx], y_train=c.noisy_labels, y_train_true=c.true_labels,
+      x_train=src.x_pool[train_idx], y_train=y_train, y_train_true=c.true_labels,
       train_indices=train_idx, x_meta=x_meta, y_meta=y_meta, meta_indices=meta_idx,
       x_test=src.x_test, y_test=src.y_test, corruption_matrix=c.matrix, augment=src.augment,
       preprocess=src.preprocess, x_pool=src.x_pool if src.x_meta is None else None,
       ids_train=None if src.ids is None else src.ids[train_idx],
       truth_known=src.truth_known, meta_source=plan, class_names=src.class_names,
-      source_info=src.info, extra_tests=src.extra_tests, label_corrections=record)
+      source_info=src.info, extra_tests=src.extra_tests, label_corrections=record,
+      candidates=cand, partial_info=partial_info)
   for note in (NOT_CLEAN, NO_TEST):  # said at the start of the run, and in report.md
     if note in ds.notes:
       logging.warning("%s: %s", src.name, note)

@@ -19,11 +19,13 @@ from __future__ import annotations
 import concurrent.futures
 import csv
 import os
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
+
+from gdw_jax.data import partial
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 GRAYSCALE_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
@@ -179,28 +181,35 @@ def list_class_folder(root: str, key: str, class_names: Optional[Sequence[str]] 
   return items, rel, names
 
 
-def read_label_csv(path: str, class_names: Sequence[str], key: str = "label_csv"
-                   ) -> Dict[str, Tuple[int, int]]:
+def read_label_csv(path: str, class_names: Sequence[str], key: str = "label_csv",
+                   candidates: Optional[Dict[str, Any]] = None) -> Dict[str, Tuple[int, int]]:
   """``{relative_path: (label, line)}`` from a CSV of ``path,label`` rows.
 
   An optional first row ``path,label`` is a header. A label is a class name, or else an integer
   class index in ``[0, len(class_names))``. Paths are relative to the image root (``./`` and
   ``\\`` are normalised). A path listed twice, a malformed row or an unknown label is an error
   naming the file and line.
+
+  A third column ``candidates`` (header ``path,label,candidates``) gives each row's candidate
+  set, classes separated by ``|`` (partial labels, :mod:`gdw_jax.data.partial`): the file's
+  first row decides (2 or 3 columns); the sets go into ``candidates`` (``{relative_path: bool
+  [C]}``) when it is given, else a 3-column file is an error.
   """
   path = os.path.expanduser(path)
   if not os.path.isfile(path):
     raise ImageError(f"{key}: file {path} does not exist")
   index = {n: i for i, n in enumerate(class_names)}
   out: Dict[str, Tuple[int, int]] = {}
+  width = label_csv_width(path) if candidates is not None else 2
+  expected = ",".join(["path", "label", "candidates"][:width])
   with open(path, newline="", encoding="utf-8") as f:
     for line, row in enumerate(csv.reader(f), start=1):
       if not row or (len(row) == 1 and not row[0].strip()):
         continue
-      if line == 1 and [c.strip().lower() for c in row] == ["path", "label"]:
+      if line == 1 and [c.strip().lower() for c in row] == expected.split(","):
         continue
-      if len(row) != 2:
-        raise ImageError(f"{key}: {path} line {line}: expected 'path,label', got {row}")
+      if len(row) != width:
+        raise ImageError(f"{key}: {path} line {line}: expected '{expected}', got {row}")
       rel = os.path.normpath(row[0].strip()).replace("\\", "/").replace(os.sep, "/")
       out_label = _csv_label(row[1].strip(), index, len(class_names))
       if out_label is None:
@@ -210,7 +219,27 @@ def read_label_csv(path: str, class_names: Sequence[str], key: str = "label_csv"
       if rel in out:
         raise ImageError(f"{key}: {path} lists {rel} twice (lines {out[rel][1]} and {line})")
       out[rel] = (out_label, line)
+      if width == 3:
+        where = f"{key}: {path} line {line}"
+        try:
+          cand = partial.parse_candidate_list(row[2], index, len(class_names), where)
+        except ValueError as e:
+          raise ImageError(str(e)) from None
+        if not cand[out_label]:
+          raise ImageError(f"{where}: label {row[1].strip()!r} is not among its candidates "
+                           f"{row[2].strip()!r}")
+        candidates[rel] = cand
   return out
+
+
+def label_csv_width(path: str) -> int:
+  """3 when the first non-empty row of the CSV ``path`` has three columns (a ``candidates``
+  column), else 2."""
+  with open(os.path.expanduser(path), newline="", encoding="utf-8") as f:
+    for row in csv.reader(f):
+      if row and any(c.strip() for c in row):
+        return 3 if len(row) == 3 else 2
+  return 2
 
 
 def _csv_label(text: str, index: Dict[str, int], k: int) -> Optional[int]:

@@ -6,7 +6,9 @@ Keys (``np.savez(path, x_train=..., y_train=..., ...)``):
   given (integers ``0..K-1``). Both required.
 * optional: ``y_train_true`` (known clean labels: research mode, ``y_train`` are then the noisy
   ones), ``x_meta`` / ``y_meta`` (a trusted set), ``x_test`` / ``y_test``, ``ids_train`` (one str
-  or int id per training image; default: its position), ``class_names`` (``K`` names).
+  or int id per training image; default: its position), ``class_names`` (``K`` names),
+  ``candidates`` ``[n, K]`` bool or 0/1 (candidate sets, partial labels: each row must contain
+  ``y_train``, and ``y_train_true`` where given; :mod:`gdw_jax.data.partial`).
 
 Any other key is an error (a typo such as ``x_val`` would otherwise be ignored silently). The file
 is read with ``allow_pickle=False``: ids and names must be stored as str / int arrays, not
@@ -21,7 +23,7 @@ import numpy as np
 from gdw_jax.data import own, sources
 
 KEYS = ("x_train", "y_train", "y_train_true", "x_meta", "y_meta", "x_test", "y_test",
-        "ids_train", "class_names")
+        "ids_train", "class_names", "candidates")
 PAIRS = (("x_meta", "y_meta"), ("x_test", "y_test"))
 
 
@@ -73,4 +75,4 @@ def npz(config) -> sources.Source:
       x_meta=arrays.get("x_meta"), y_meta=arrays.get("y_meta"), x_test=arrays.get("x_test"),
       y_test=arrays.get("y_test"), ids=arrays.get("ids_train"),
       class_names=None if names is None else names.astype(str).tolist(),
-      where=f"data_path {path}", info={"data_path": os.path.abspath(os.path.expanduser(path))})
+      candidates=arrays.get("candidates"), where=f"data_path {path}", info={"data_path": os.path.abspath(os.path.expanduser(path))})

@@ -29,7 +29,7 @@ from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 
-from gdw_jax.data import augment, host_transforms, sources
+from gdw_jax.data import augment, host_transforms, partial, sources
 from gdw_jax.data.image_table import ImageTable
 
 SOURCES = ("npz", "folder", "tfds")
@@ -162,10 +162,13 @@ def _as_dtype(x, dtype):
 def make_source(config, name: str, x, y, *, y_true=None, x_meta=None, y_meta=None, x_test=None,
                 y_test=None, ids=None, class_names=None, where: str = "data",
                 info: Optional[Dict[str, Any]] = None,
-                extra_tests: Optional[Dict[str, Any]] = None) -> sources.Source:
+                extra_tests: Optional[Dict[str, Any]] = None,
+                candidates=None) -> sources.Source:
   """Check a user's arrays and build the :class:`~gdw_jax.data.sources.Source` (see the module
   docstring for the modes). ``where``: how messages name the data (``data_path FILE``).
-  ``extra_tests``: further test sets, ``name -> (x, y)``, checked like the test set."""
+  ``extra_tests``: further test sets, ``name -> (x, y)``, checked like the test set.
+  ``candidates``: given candidate sets ``[n, K]`` (each row must hold the given label and the
+  known true one)."""
   if config.given_labels not in GIVEN_LABELS:
     raise ValueError(f"unknown given_labels {config.given_labels!r}; valid: "
                      f"{', '.join(GIVEN_LABELS)}")
@@ -213,6 +216,10 @@ def make_source(config, name: str, x, y, *, y_true=None, x_meta=None, y_meta=Non
                        f"{x.shape[1:]}")
     extras[name] = (_as_dtype(xe, x.dtype),
                     check_labels(ye, f"{where}: {name} labels", xe.shape[0], k))
+  if candidates is not None:
+    candidates = partial.check_candidates(candidates, n, k, f"{where}: candidates", y)
+    if y_true is not None:
+      partial.check_candidates(candidates, n, k, f"{where}: candidates (vs y_train_true)", y_true)
   aug, pre = transforms(config, x)
   truth_known = y_true is not None or config.given_labels == "clean"
   return sources.Source(
@@ -220,4 +227,4 @@ def make_source(config, name: str, x, y, *, y_true=None, x_meta=None, y_meta=Non
       y_pool_noisy=None if y_true is None else y, augment=aug, preprocess=pre, ids=ids,
       x_meta=x_meta, y_meta=y_meta, truth_known=truth_known,
       class_names=None if class_names is None else tuple(str(c) for c in class_names),
-      info=info, extra_tests=extras or None)
+      info=info, extra_tests=extras or None, candidates=candidates)

@@ -41,6 +41,7 @@ class Source(NamedTuple):
   class_names: Optional[Tuple[str, ...]] = None
   info: Optional[Dict[str, Any]] = None      # what data.json should say (e.g. skipped files)
   extra_tests: Optional[Dict[str, Tuple[Any, np.ndarray]]] = None  # more test sets, by name
+  candidates: Optional[np.ndarray] = None    # [n, C] bool given candidate sets (data/partial.py)
 
 
 _SOURCES: Dict[str, Callable[..., Source]] = {}

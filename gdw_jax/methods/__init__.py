@@ -18,7 +18,7 @@ from importlib import metadata
 from typing import Dict, Iterable, Tuple, Union
 
 from gdw_jax import losses
-from gdw_jax.methods import absgd, cmwnet, cmwnet_sl, erm, gdw, l2rw, mwnet
+from gdw_jax.methods import absgd, cmwnet, cmwnet_sl, erm, gdw, l2rw, mwnet, proden
 from gdw_jax.methods.base import DataInfo, EpochContext, Method, MethodSpec
 from gdw_jax.options import OptionGroup
 
@@ -45,7 +45,7 @@ def register(spec: MethodSpec) -> MethodSpec:
   return spec
 
 
-for _module in (erm, l2rw, mwnet, cmwnet, cmwnet_sl, gdw, absgd):
+for _module in (erm, l2rw, mwnet, cmwnet, cmwnet_sl, gdw, absgd, proden):
   for _spec in _module.SPECS:
     register(_spec)
 

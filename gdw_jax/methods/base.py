@@ -53,6 +53,8 @@ class DataInfo(NamedTuple):
   num_train: int
   class_counts: np.ndarray   # per-class counts of the (noisy) training labels
   steps_per_epoch: int
+  # [n, C] bool candidate sets (partial labels, gdw_jax/data/partial.py), None for single labels
+  candidates: Optional[np.ndarray] = None
 
 
 class EpochContext(NamedTuple):
@@ -103,6 +105,8 @@ class MethodSpec(NamedTuple):
   * ``validate(config)``: checks that need more than one group (e.g. GDW needs ``prob_clamp <
     1``); raises :class:`gdw_jax.options.ConfigError`.
   * ``needs_meta(config)``: whether the run needs a held-out meta set (``meta_per_class >= 1``).
+  * ``candidates``: whether it trains on candidate sets (partial labels): ``no`` (refused when
+    the data have them), ``optional`` (uses them when given: GDW) or ``required`` (PRODEN).
   * ``loss_overrides``: ``config.loss`` keys the method's name implies (``focal`` forces the
     focal loss). Its ``build`` passes them to :func:`gdw_jax.losses.make_base_loss` (the loss
     module knows no method); validation and the run's model read them through
@@ -114,6 +118,10 @@ class MethodSpec(NamedTuple):
   validate: Optional[Callable[[Any], None]] = None
   needs_meta: Callable[[Any], bool] = _never
   loss_overrides: Dict[str, Any] = {}
+  candidates: str = "no"
+
+
+CANDIDATE_USES = ("no", "optional", "required")
 
 
 def always(config) -> bool:

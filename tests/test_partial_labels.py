@@ -1,0 +1,332 @@
+"""Partial labels (issue 26): candidate sets, PRODEN, and their bad inputs.
+
+The spec's checks (``../shared/specs/partial_label.md`` §9) on tiny arrays, one digits run of
+PRODEN with a kill/resume, and every bad input of the issue as a one-line ConfigError raised
+before anything is written."""
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+
+import run_helpers as rh
+from configs import digits
+from gdw_jax import reweighted_grads, train
+from gdw_jax.data import partial
+from gdw_jax.methods import proden as proden_lib
+from gdw_jax.validation import ConfigError
+
+# ------------------------------------------------------------------------- check 1: generator
+
+
+@pytest.mark.parametrize("c,q", [(10, 0.1), (10, 0.5), (100, 0.03)])
+def test_binomial_generator_matches_its_distribution(c, q):
+  n = 20000
+  y = np.random.default_rng(1).integers(0, c, n)
+  s = partial.partialize(y, c, q, "binomial", np.random.default_rng(2))
+  assert s.dtype == bool and s.shape == (n, c)
+  assert s[np.arange(n), y].all()
+  size = s.sum(1)
+  assert size.min() == 2
+  expected = 1 + (c - 1) * q + (1 - q) ** (c - 1)
+  assert partial.expected_size(c, q) == pytest.approx(expected)
+  assert abs(size.mean() - expected) < 0.03
+  # each non-true class: q + (1-q)^(C-1)/(C-1)
+  other = s.copy()
+  other[np.arange(n), y] = False
+  rate = other.sum() / (n * (c - 1))
+  assert abs(rate - (q + (1 - q) ** (c - 1) / (c - 1))) < 0.01
+  # |S| = 2: exactly one Bernoulli hit, or none and the fallback (the fallback's share)
+  two = (c - 1) * q * (1 - q) ** (c - 2) + (1 - q) ** (c - 1)
+  assert abs(np.mean(size == 2) - two) < 0.015
+
+
+def test_expected_sizes_of_the_spec():
+  assert [round(partial.expected_size(10, q), 3) for q in (0.1, 0.3, 0.5, 0.7)] == [
+      2.287, 3.740, 5.502, 7.300]
+  assert round(partial.expected_size(100, 0.03), 3) == 4.019
+
+
+def test_pair_generator_and_seeding():
+  y = np.arange(5000) % 4
+  s = partial.partialize(y, 4, 0.3, "pair", np.random.default_rng(0))
+  assert s[np.arange(5000), y].all()
+  extra = s.sum(1) - 1
+  assert set(np.unique(extra)) == {0, 1}
+  assert s[np.arange(5000), (y + 1) % 4][extra == 1].all()
+  assert abs(extra.mean() - 0.3) < 0.03
+  again = partial.partialize(y, 4, 0.3, "pair", np.random.default_rng(0))
+  np.testing.assert_array_equal(s, again)  # seeded: reproducible (the official code is not)
+
+
+def test_draw_member_is_uniform_over_the_set():
+  mask = np.tile(np.array([[True, False, True, True]]), (30000, 1))
+  y = partial.draw_member(mask, np.random.default_rng(0))
+  counts = np.bincount(y, minlength=4) / 30000
+  np.testing.assert_allclose(counts, [1 / 3, 0, 1 / 3, 1 / 3], atol=0.012)
+
+
+# -------------------------------------------------------------- checks 2-6: PRODEN's pieces
+
+W = np.array([[.5, .5, 0], [1 / 3, 1 / 3, 1 / 3]], np.float32)
+Z = np.array([[1., 2., 0.], [0., 0., 3.]], np.float32)
+
+
+def test_initial_table():
+  s = np.array([[1, 1, 0], [1, 1, 1], [0, 0, 1]], bool)
+  w = proden_lib.initial_confidence(s)
+  np.testing.assert_allclose(w.sum(1), 1, atol=1e-6)
+  np.testing.assert_allclose(w[0], [.5, .5, 0])
+  assert w[0, 2] == 0 and w[2, 0] == 0 and w[2, 2] == 1
+
+
+@pytest.mark.parametrize("log_of_softmax", [False, True])
+def test_loss_against_hand_computed_value(log_of_softmax):
+  loss = proden_lib.proden_loss(jnp.asarray(Z), jnp.asarray(W), log_of_softmax)
+  assert float(loss) == pytest.approx(1.501264, abs=1e-5)  # (.907606 + 2.094923) / 2
+
+
+def test_update_against_hand_computed_values():
+  mask = jnp.asarray(W > 0)
+  new = np.asarray(proden_lib.updated_confidence(jnp.asarray(Z), jnp.asarray(W), mask))
+  np.testing.assert_allclose(new[0], [.268941, .731059, 0], atol=1e-6)
+  np.testing.assert_allclose(new[1], [.045279, .045279, .909443], atol=1e-6)  # = p: all candidates
+  assert new[0, 2] == 0.0
+  np.testing.assert_allclose(new.sum(1), 1, atol=1e-6)
+  shifted = proden_lib.updated_confidence(jnp.asarray(Z + 37.5), jnp.asarray(W), mask)
+  np.testing.assert_allclose(shifted, new, atol=1e-6)
+
+
+def test_underflow_quirks_are_options():
+  # both candidates far below a non-candidate: their float32 probabilities underflow to 0
+  z = jnp.asarray([[-200., -199., 5.]])
+  w = jnp.asarray([[.5, .5, 0.]])
+  mask = w > 0
+  stable = proden_lib.updated_confidence(z, w, mask)
+  np.testing.assert_allclose(stable, [[.268941, .731059, 0.]], atol=1e-6)
+  sticky = proden_lib.updated_confidence(z, w, mask, zero_sticks=True)
+  assert np.isnan(np.asarray(sticky)).all()  # the official 0/0
+  z1 = jnp.asarray([[-200., 0., 5.]])  # one candidate underflows: dropped for good there
+  sticky1 = proden_lib.updated_confidence(z1, w, mask, zero_sticks=True)
+  assert float(sticky1[0, 0]) == 0.0 and float(sticky1[0, 1]) == 1.0
+  z2 = jnp.asarray([[200., 0.]])  # p of the non-candidate underflows to 0
+  w2 = jnp.asarray([[1., 0.]])
+  assert np.isfinite(float(proden_lib.proden_loss(z2, w2)))
+  assert np.isnan(float(proden_lib.proden_loss(z2, w2, log_of_softmax=True)))  # 0 * log 0
+
+
+def _linear(params, model_state, x, train):
+  del train
+  return x @ params["w"], model_state
+
+
+def test_write_back_uses_pre_step_predictions_next_epoch():
+  """Two batches of 3: after epoch 0 each sample's row is its pre-step prediction over its
+  candidates, written only at the visited positions; epoch 1 trains on those rows."""
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(6, 4)).astype(np.float32)
+  cand = np.array([[1, 1, 0], [0, 1, 1], [1, 0, 1], [1, 1, 1], [1, 1, 0], [0, 1, 1]], bool)
+  method = proden_lib.proden(candidates=cand)
+  state = method.init(jax.random.PRNGKey(0))
+  params = {"w": jnp.asarray(rng.normal(size=(4, 3)).astype(np.float32))}
+  first = np.asarray(state["confidence"])
+  idx0 = jnp.asarray([4, 0, 2])
+  z_pre = x[np.asarray(idx0)] @ np.asarray(params["w"])
+  grads, _, state, aux = reweighted_grads(
+      method, state, _linear, params, {}, {"x": jnp.asarray(x[np.asarray(idx0)]),
+                                          "y": jnp.zeros(3, jnp.int32), "index": idx0},
+      lr=0.1, step=jnp.asarray(0))
+  table = np.asarray(state["confidence"])
+  untouched = [1, 3, 5]
+  np.testing.assert_array_equal(table[untouched], first[untouched])
+  p = np.exp(z_pre - z_pre.max(1, keepdims=True)) * cand[np.asarray(idx0)]
+  np.testing.assert_allclose(table[np.asarray(idx0)], p / p.sum(1, keepdims=True), atol=1e-6)
+  assert (table[~cand] == 0).all()
+  # the gradient is that of the loss with the *old* rows: (p - w) / B through the linear model
+  w_old = first[np.asarray(idx0)]
+  soft = np.exp(z_pre) / np.exp(z_pre).sum(1, keepdims=True)
+  expect = x[np.asarray(idx0)].T @ ((soft - w_old) / 3)
+  np.testing.assert_allclose(grads["w"], expect, atol=1e-5)
+  assert aux["label_estimate"].tolist() == np.argmax(table[np.asarray(idx0)], 1).tolist()
+
+
+def test_estimate_lies_in_the_set_and_ties_take_the_smallest_index():
+  cand = np.array([[0, 1, 1, 0], [1, 0, 0, 1]], bool)
+  w = proden_lib.initial_confidence(cand)
+  assert np.argmax(w, 1).tolist() == [1, 0]  # uniform rows: first maximal index, a candidate
+  new = proden_lib.updated_confidence(jnp.asarray([[9., 0., 1., 9.], [0., 5., 5., -1.]]),
+                                      jnp.asarray(w), jnp.asarray(cand))
+  assert all(cand[i, j] for i, j in enumerate(np.argmax(new, 1)))
+
+
+# -------------------------------------------------------------------------- digits, end to end
+
+
+def _config(**overrides):
+  c = digits.get_config("method=proden,epochs=3")
+  c.mlp_hidden, c.progress, c.report = (32,), False, False
+  c.partial_rate = 0.3
+  for key, value in overrides.items():
+    c[key] = value
+  return c
+
+
+def test_proden_on_digits_saves_sets_and_logs_disambiguation(tmp_path):
+  full = tmp_path / "full"
+  train.train_and_evaluate(_config(report=True), str(full))
+  labels = np.load(full / "labels.npz")
+  s, t = labels["candidates"], labels["true_labels"]
+  assert s[np.arange(len(t)), t].all() and s[np.arange(len(t)), labels["noisy_labels"]].all()
+  import json
+  data = json.loads((full / "data.json").read_text())
+  assert data["candidates"]["expected_mean_size"] == pytest.approx(3.740, abs=1e-3)
+  assert data["candidates"]["mean_size"] == pytest.approx(s.sum(1).mean())
+  rows = [json.loads(r) for r in (full / "metrics.jsonl").read_text().splitlines()]
+  dis = [r["disambiguation_acc"] for r in rows]
+  assert dis[-1] > 0.7 and dis[-1] > dis[0] + 0.1  # the uniform start: about 0.4
+  assert rows[-1]["test_acc"] > 50  # chance: 10
+  report = (full / "report.md").read_text()
+  assert "## Partial labels (candidate sets)" in report and "expected 3.740" in report
+  assert "Disambiguation accuracy" in report
+
+
+class _Killed(Exception):
+  pass
+
+
+def test_proden_killed_mid_epoch_resumes_to_the_same_end(tmp_path, monkeypatch):
+  """Stopped hard when asking for step 17's batch (last save: step 14, mid-epoch 1), resumed in
+  the same workdir: the same rows, confidence table (method state), weights and checkpoint."""
+  from gdw_jax.data import pipeline
+  config = dict(num_epochs=2, batch_size=133, checkpoint_every_steps=7, checkpoint_best=False)
+  full, killed = tmp_path / "full", tmp_path / "killed"
+  train.train_and_evaluate(_config(**config), str(full))
+  real = pipeline.train_batch_indices
+
+  def stop_at_17(n, batch_size, seed, epoch, step):
+    if epoch * 9 + step == 17:
+      raise _Killed()
+    return real(n, batch_size, seed, epoch, step)
+
+  monkeypatch.setattr(pipeline, "train_batch_indices", stop_at_17)
+  with pytest.raises(_Killed):
+    train.train_and_evaluate(_config(**config), str(killed))
+  monkeypatch.setattr(pipeline, "train_batch_indices", real)
+  assert not (killed / "final.json").exists()
+  train.train_and_evaluate(_config(**config), str(killed))
+  rh.assert_same_run(str(full), str(killed), same_bytes=("method_state.msgpack", "labels.npz"))
+
+
+# ------------------------------------------------------------------------------- bad inputs
+
+X = np.random.default_rng(0).random((30, 4, 4, 1)).astype(np.float32)
+Y = np.arange(30) % 3
+
+
+def _npz(tmp, method="proden", **arrays):
+  path = os.path.join(tmp, "d.npz")
+  np.savez(path, **arrays)
+  return _config(dataset="npz", data_path=path, partial_rate=0.0, method=method,
+                 noise_type="none", meta_per_class=0, batch_size=10), path
+
+
+def _one_hot_sets():
+  s = np.zeros((30, 3), bool)
+  s[np.arange(30), Y] = True
+  s[np.arange(30), (Y + 1) % 3] = True
+  return s
+
+
+def wrong_shape(tmp):
+  c, path = _npz(tmp, x_train=X, y_train=Y, candidates=_one_hot_sets()[:, :2])
+  return c, [path, "candidates must be [n, C] = [30, 3]", "(30, 2)"]
+
+
+def empty_row(tmp):
+  s = _one_hot_sets()
+  s[7] = False
+  c, path = _npz(tmp, x_train=X, y_train=Y, candidates=s)
+  return c, [path, "candidates: row 7 has no candidate class"]
+
+
+def label_outside_set(tmp):
+  s = _one_hot_sets()
+  s[4, Y[4]] = False
+  c, path = _npz(tmp, x_train=X, y_train=Y, candidates=s)
+  return c, [path, "row 4: its given label 1 is not among its candidates"]
+
+
+def csv_unknown_class(tmp):
+  root = os.path.join(tmp, "imgs")
+  for cls in ("a", "b", "c"):
+    os.makedirs(os.path.join(root, cls))
+    for i in range(4):
+      Image.new("RGB", (6, 6), 128).save(os.path.join(root, cls, f"{i}.png"))
+  csv = os.path.join(tmp, "labels.csv")
+  with open(csv, "w") as f:
+    f.write("path,label,candidates\na/0.png,a,a|b\nb/1.png,b,b|dog\n")
+  c = _config(dataset="folder", data_root=root, label_csv=csv, partial_rate=0.0,
+              noise_type="none", meta_per_class=0, batch_size=4)
+  return c, ["label_csv", csv, "line 3", "candidate 'dog'"]
+
+
+def rate_one(tmp):
+  del tmp
+  return _config(partial_rate=1.0), ["partial_rate must be in (0, 1)", "1.0"]
+
+
+def rate_negative(tmp):
+  del tmp
+  return _config(partial_rate=-0.2), ["partial_rate must be in (0, 1)"]
+
+
+def erm_given_generated_sets(tmp):
+  del tmp
+  return _config(method="erm"), ["method erm cannot use candidate sets", "partial_rate=0.3",
+                                 "proden"]
+
+
+def erm_given_npz_sets(tmp):
+  c, _ = _npz(tmp, method="erm", x_train=X, y_train=Y, candidates=_one_hot_sets())
+  return c, ["method erm cannot use candidate sets", "gives candidate sets"]
+
+
+def proden_without_sets(tmp):
+  del tmp
+  return _config(partial_rate=0.0), ["method proden needs candidate sets", "partial_rate"]
+
+
+CASES = [wrong_shape, empty_row, label_outside_set, csv_unknown_class, rate_one, rate_negative,
+         erm_given_generated_sets, erm_given_npz_sets, proden_without_sets]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.__name__ for c in CASES])
+def test_bad_input_is_one_line_before_anything_is_written(tmp_path, case):
+  config, words = case(str(tmp_path))
+  work = tmp_path / "run"
+  with pytest.raises(ConfigError) as e:
+    train.train_and_evaluate(config, str(work))
+  msg = str(e.value)
+  assert "\n" not in msg
+  for w in words:
+    assert w in msg, f"{w!r} not in {msg!r}"
+  assert not work.exists()
+
+
+def test_given_sets_from_npz_and_csv_reach_the_dataset(tmp_path):
+  from gdw_jax import data
+  s = _one_hot_sets()
+  c, _ = _npz(str(tmp_path), x_train=X, y_train=Y, candidates=s.astype(np.uint8))
+  ds = data.build(c)
+  np.testing.assert_array_equal(ds.candidates, s[ds.train_indices])
+  assert ds.summary()["candidates"]["source"] == "given"
+  c, _ = csv_unknown_class(str(tmp_path / "f"))
+  with open(c.label_csv, "w") as f:
+    f.write("path,label,candidates\na/0.png,a,a|b\nb/1.png,b,b|2\n")
+  ds = data.build(c)
+  ids = list(ds.train_ids)
+  assert ds.candidates[ids.index("a/0.png")].tolist() == [True, True, False]
+  assert ds.candidates[ids.index("b/1.png")].tolist() == [False, True, True]
+  assert ds.candidates[ids.index("c/3.png")].tolist() == [False, False, True]  # not listed
