@@ -146,8 +146,30 @@ def ldam_drw(c):
   c.lr_milestones = (_at(c, 160, 200), _at(c, 180, 200))
 
 
+def proden(c):
+  """PRODEN's searched ResNet setting for CIFAR-10 (``parameter_settings.txt`` L24,
+  ``../shared/specs/partial_label.md`` §6): SGD lr 5e-2 constant, momentum 0.9, coupled L2 1e-3,
+  drop_last (the official loader's); the official loss and update forms are options
+  (``proden.log_of_softmax``, ``proden.zero_sticks``), off here. Candidate sets come from
+  ``partial_rate`` / ``partial_type`` (binomial, as Fig. 9), or the data."""
+  c.method = "proden"
+  c.proden.update(log_of_softmax=False, zero_sticks=False)
+  c.learning_rate, c.lr_schedule = 5e-2, "constant"
+  c.momentum, c.nesterov, c.weight_decay = 0.9, False, 1e-3
+  c.drop_last = True
+  c.partial_type = "binomial"
+  c.meta_per_class = 0
+
+
+def proden_cli(c):
+  """PRODEN ``main.py``'s command-line defaults: lr 1e-3 constant, L2 1e-5 (else as
+  :func:`proden`)."""
+  proden(c)
+  c.learning_rate, c.weight_decay = 1e-3, 1e-5
+
+
 RECIPES: Dict[str, Callable] = {f.__name__: f for f in (
-    mwnet_noise, mwnet_wrn, mwnet_imbalance, cmwnet_lt, cmwnet_sl, cmwnet_sl_fd, absgd_lt,
+    proden, proden_cli, mwnet_noise, mwnet_wrn, mwnet_imbalance, cmwnet_lt, cmwnet_sl, cmwnet_sl_fd, absgd_lt,
     absgd_noise, absgd_sce, absgd_sce_c100, absgd_tce, ldam_drw)}
 
 

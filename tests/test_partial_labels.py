@@ -330,3 +330,18 @@ def test_given_sets_from_npz_and_csv_reach_the_dataset(tmp_path):
   assert ds.candidates[ids.index("a/0.png")].tolist() == [True, True, False]
   assert ds.candidates[ids.index("b/1.png")].tolist() == [False, True, True]
   assert ds.candidates[ids.index("c/3.png")].tolist() == [False, False, True]  # not listed
+
+
+def test_proden_resnet32_has_option_b_shortcuts_and_its_init():
+  from gdw_jax import models
+  m = models.get("resnet32_proden", 10)
+  params, state = jax.jit(m.init)(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))
+  # option A's 464,154 + conv1x1 16->32, 32->64 and their BN scale/bias
+  assert sum(a.size for a in jax.tree.leaves(params)) == 464154 + 512 + 64 + 2048 + 128
+  assert set(params["layer2_0"]) == {"conv1", "bn1", "conv2", "bn2", "shortcut_0", "shortcut_1"}
+  assert "shortcut_0" not in params["layer2_1"] and "shortcut_0" not in params["layer1_0"]
+  assert "mean" in state["batch_stats"]["layer3_0"]["shortcut_1"]
+  k = np.asarray(params["layer3_0"]["conv2"]["kernel"])  # 3x3x64x64: std sqrt(2 / (9 * 64))
+  assert abs(k.std() / np.sqrt(2 / (9 * 64)) - 1) < 0.02
+  fc = np.asarray(params["linear"]["kernel"])
+  assert np.abs(fc).max() <= 1 / 8 and fc.std() == pytest.approx(1 / 8 / np.sqrt(3), rel=0.1)

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from gdw_jax.adapters import ModelFns, from_linen
 from gdw_jax.models.heads import HEADS, NormedLinear, classifier_head, head_kind
 from gdw_jax.models.mlp import MLP, SmallCNN
-from gdw_jax.models.resnet_cifar import resnet32
+from gdw_jax.models.resnet_cifar import resnet32, resnet32_proden
 from gdw_jax.models.weight_nets import CMWNet, VNet
 
 
@@ -40,6 +40,7 @@ _MODELS: Dict[str, Callable[..., nn.Module]] = {
     "cnn": lambda num_classes, config, dtype: SmallCNN(num_classes, dtype=dtype,
                                                        head=head_kind(config)),
     "resnet32": resnet32,
+    "resnet32_proden": resnet32_proden,  # option-B shortcuts (PRODEN, partial_label.md §2)
 }
 
 

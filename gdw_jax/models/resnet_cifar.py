@@ -18,6 +18,12 @@ Faithfulness details (``../shared/specs/gdw.md`` §2.1):
   0.1 (PyTorch momentum) towards the batch statistics, the running variance from the *unbiased*
   batch variance (``bn_running_var='unbiased'``; Flax's BatchNorm uses the biased one).
 
+``shortcut='B'`` (:func:`resnet32_proden`) is the PRODEN / CMW-Net partial-label ResNet-32
+(``../shared/specs/partial_label.md`` §2): where the shape changes the shortcut is conv1x1(stride
+s, no bias) + BN (``shortcut_0`` / ``shortcut_1``), every conv (the 1x1 ones too) is initialised
+N(0, 2 / (k k out_channels)) (Kaiming fan_out), and the linear layer keeps PyTorch's default
+U(+-1/sqrt(64)) for weight and bias. 466,906 parameters for 10 classes (option A: 464,154).
+
 Module names follow the PyTorch state-dict names with ``.`` -> ``_`` (``layer2_0/conv1``), so
 :mod:`gdw_jax.interop` converts checkpoints by name.
 """
@@ -72,10 +78,17 @@ class TorchBatchNorm(nn.Module):
     return (x - mean) * (scale / jnp.sqrt(var + self.epsilon)) + bias
 
 
-def conv3x3(features: int, stride: int, dtype, name: str) -> nn.Conv:
+SHORTCUTS = ("A", "B")
+
+
+def conv3x3(features: int, stride: int, dtype, name: str,
+            init=torch_init.kaiming_normal_fan_in) -> nn.Conv:
   return nn.Conv(features, (3, 3), strides=(stride, stride), padding=((1, 1), (1, 1)),
-                 use_bias=False, kernel_init=torch_init.kaiming_normal_fan_in, dtype=dtype,
-                 param_dtype=dtype, name=name)
+                 use_bias=False, kernel_init=init, dtype=dtype, param_dtype=dtype, name=name)
+
+
+def _conv_init(shortcut: str):
+  return torch_init.kaiming_normal_fan_out if shortcut == "B" else torch_init.kaiming_normal_fan_in
 
 
 class BasicBlock(nn.Module):
@@ -83,14 +96,22 @@ class BasicBlock(nn.Module):
   stride: int = 1
   bn_running_var: str = "unbiased"
   dtype: jnp.dtype = jnp.float32
+  shortcut: str = "A"
 
   @nn.compact
   def __call__(self, x, train: bool):
     bn = lambda name: TorchBatchNorm(running_var=self.bn_running_var, dtype=self.dtype, name=name)
-    out = nn.relu(bn("bn1")(conv3x3(self.planes, self.stride, self.dtype, "conv1")(x), train))
-    out = bn("bn2")(conv3x3(self.planes, 1, self.dtype, "conv2")(out), train)
+    init = _conv_init(self.shortcut)
+    out = nn.relu(bn("bn1")(conv3x3(self.planes, self.stride, self.dtype, "conv1", init)(x),
+                            train))
+    out = bn("bn2")(conv3x3(self.planes, 1, self.dtype, "conv2", init)(out), train)
     shortcut = x
-    if self.stride != 1 or x.shape[-1] != self.planes:
+    if (self.stride != 1 or x.shape[-1] != self.planes) and self.shortcut == "B":
+      shortcut = nn.Conv(self.planes, (1, 1), strides=(self.stride, self.stride), use_bias=False,
+                         kernel_init=init, dtype=self.dtype, param_dtype=self.dtype,
+                         name="shortcut_0")(x)
+      shortcut = bn("shortcut_1")(shortcut, train)
+    elif self.stride != 1 or x.shape[-1] != self.planes:
       pad = self.planes // 4  # option A: subsample, then zero channels on both sides
       shortcut = jnp.pad(x[:, ::2, ::2, :], ((0, 0), (0, 0), (0, 0), (pad, pad)))
     return nn.relu(out + shortcut)
@@ -103,21 +124,26 @@ class CifarResNet(nn.Module):
   bn_running_var: str = "unbiased"
   dtype: jnp.dtype = jnp.float32
   head: str = "linear"             # or "cosine": LDAM's NormedLinear (models/heads.py)
+  shortcut: str = "A"              # "B": PRODEN's conv1x1 + BN shortcuts and init (see above)
 
   @nn.compact
   def __call__(self, x, train: bool = True):
+    if self.shortcut not in SHORTCUTS:
+      raise ValueError(f"unknown shortcut {self.shortcut!r}; valid: {', '.join(SHORTCUTS)}")
     x = x.astype(self.dtype)
-    x = conv3x3(16, 1, self.dtype, "conv1")(x)
+    x = conv3x3(16, 1, self.dtype, "conv1", _conv_init(self.shortcut))(x)
     x = nn.relu(TorchBatchNorm(running_var=self.bn_running_var, dtype=self.dtype,
                                name="bn1")(x, train))
     for stage, planes in enumerate((16, 32, 64)):
       for b in range(self.blocks):
         stride = 2 if stage > 0 and b == 0 else 1
-        x = BasicBlock(planes, stride, self.bn_running_var, self.dtype,
+        x = BasicBlock(planes, stride, self.bn_running_var, self.dtype, self.shortcut,
                        name=f"layer{stage + 1}_{b}")(x, train)
     x = jnp.mean(x, axis=(1, 2))
+    kernel_init = (torch_init.uniform_fan_in_kernel if self.shortcut == "B" else
+                   torch_init.kaiming_normal_fan_in)
     return classifier_head(self.head, self.num_classes, self.dtype, name="linear",
-                           kernel_init=torch_init.kaiming_normal_fan_in,
+                           kernel_init=kernel_init,
                            bias_init=torch_init.uniform_fan_in_bias(x.shape[-1]))(x)
 
 
@@ -128,3 +154,11 @@ def resnet32(num_classes: int, config=None, dtype=jnp.float32) -> CifarResNet:
   return CifarResNet(num_classes, blocks=5,
                      bn_running_var=config.get("bn_running_var", "unbiased"), dtype=dtype,
                      head=head_kind(config))
+
+
+def resnet32_proden(num_classes: int, config=None, dtype=jnp.float32) -> CifarResNet:
+  """Registry factory of the PRODEN / CMW-Net partial-label ResNet-32 (option-B shortcuts)."""
+  config = config or {}
+  return CifarResNet(num_classes, blocks=5,
+                     bn_running_var=config.get("bn_running_var", "unbiased"), dtype=dtype,
+                     head=head_kind(config), shortcut="B")
