@@ -89,7 +89,13 @@ def _worker(args) -> dict:
   y = jnp.asarray(rng.integers(0, k, args.batch))
   mx = jnp.asarray(rng.normal(size=shape).astype(np.float32))
   my = jnp.asarray(rng.integers(0, k, args.batch))
-  info = methods.DataInfo(k, 49000, np.full(k, 49000 // k), 490)
+  # Candidate sets for partial-label methods (PRODEN), binomial q = 0.3; the others ignore them
+  # (a method that cannot use them gets None). The trainer always passes the batch's positions.
+  from gdw_jax.data import partial
+  needs_sets = methods.spec(args.method).candidates != "no"
+  cand = (partial.partialize(rng.integers(0, k, 49000), k, 0.3, "binomial", rng)
+          if needs_sets else None)
+  info = methods.DataInfo(k, 49000, np.full(k, 49000 // k), 490, cand)
   model = models.get(args.model, k, c)
   method = methods.get(args.method)(c, info)
   schedule = optim.lr_schedule(c, info.steps_per_epoch)
@@ -99,7 +105,8 @@ def _worker(args) -> dict:
   step = jax.jit(functools.partial(
       train_step.make_train_step(model, method, tx, schedule, hypergrad=args.hypergrad),
       phase=phase), donate_argnums=0)
-  batch = {"x": x, "y": y, "y_true": y}
+  batch = {"x": x, "y": y, "y_true": y,
+           "index": jnp.asarray(rng.permutation(49000)[:args.batch].astype(np.int32))}
   meta = {"x": mx, "y": my} if method.uses_meta else None
   rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 

@@ -84,7 +84,8 @@ def test_each_option_group_is_declared_once_with_its_constructors_defaults():
   groups = {g.name: g for g in methods.option_groups()}
   assert set(groups) == {"vnet", "mwnet", "gdw", "cmwnet", "cmwnet_sl", "absgd", "proden"}
   assert groups["gdw"].defaults == dict(outer_lr=100.0, clip=0.2, weight_min=1e-6,
-                                        weight_max=1e6)
+                                        weight_max=1e6, candidate_step="restricted",
+                                        candidate_target="estimate")
   assert groups["absgd"].defaults["start_epoch"] == 160
   config = common.base_config()
   for name, group in groups.items():

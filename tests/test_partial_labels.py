@@ -345,3 +345,48 @@ def test_proden_resnet32_has_option_b_shortcuts_and_its_init():
   assert abs(k.std() / np.sqrt(2 / (9 * 64)) - 1) < 0.02
   fc = np.asarray(params["linear"]["kernel"])
   assert np.abs(fc).max() <= 1 / 8 and fc.std() == pytest.approx(1 / 8 / np.sqrt(3), rel=0.1)
+
+
+# ------------------------------------------------------------------ GDW with candidate sets
+
+
+def _gdw_step(candidate_step, candidate_target="estimate"):
+  import gdw_jax
+  rng = np.random.default_rng(3)
+  x = rng.normal(size=(8, 5)).astype(np.float32)
+  cand = np.zeros((8, 4), bool)
+  cand[:, :2] = True  # classes 0, 1 are the candidates of every sample; 2, 3 never
+  method = gdw_jax.gdw(candidates=cand, candidate_step=candidate_step,
+                       candidate_target=candidate_target, outer_lr=100.0, clip=0.2)
+  state = method.init(jax.random.PRNGKey(0))
+  params = {"w": jnp.asarray(rng.normal(size=(5, 4)).astype(np.float32))}
+  batch = {"x": jnp.asarray(x), "y": jnp.asarray(np.full(8, 1, np.int32)),
+           "index": jnp.arange(8)}
+  meta = {"x": jnp.asarray(rng.normal(size=(6, 5)).astype(np.float32)),
+          "y": jnp.asarray(rng.integers(0, 4, 6).astype(np.int32))}
+  _, _, _, aux = reweighted_grads(method, state, _linear, params, {}, batch, meta, lr=0.5,
+                                  step=jnp.asarray(0))
+  z = x @ np.asarray(params["w"])
+  return np.asarray(aux["weights"]), np.asarray(aux["label_estimate"]), z
+
+
+def test_gdw_restricted_step_moves_only_candidate_classes():
+  w, est, z = _gdw_step("restricted")
+  np.testing.assert_array_equal(est, np.argmax(z[:, :2], 1))  # argmax over the candidates
+  # non-candidate columns keep the tiled instance weight v_i: equal across columns 2 and 3
+  np.testing.assert_allclose(w[:, 2], w[:, 3], rtol=1e-6)
+  other = 1 - est  # the non-target candidate: moved by the class-level step
+  assert np.abs(w[np.arange(8), other] - w[:, 2]).max() > 1e-4
+  w_all, _, _ = _gdw_step("all")
+  assert np.abs(w_all[:, 2] - w_all[:, 3]).max() > 1e-4  # the paper's step moves every class
+  _, given, _ = _gdw_step("restricted", "given")
+  np.testing.assert_array_equal(given, np.ones(8))
+
+
+def test_gdw_with_generated_sets_on_digits(tmp_path):
+  import json
+  c = _config(method="gdw", num_epochs=2)
+  train.train_and_evaluate(c, str(tmp_path / "g"))
+  rows = [json.loads(r) for r in (tmp_path / "g" / "metrics.jsonl").read_text().splitlines()]
+  assert all(0 <= r["disambiguation_acc"] <= 1 for r in rows) and rows[-1]["test_acc"] > 30
+  assert np.isfinite(rows[-1]["meta_loss"])
