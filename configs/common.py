@@ -100,6 +100,11 @@ def base_config() -> ml_collections.ConfigDict:
   # labels: noise_type / noise_rate are not applied.
   c.partial_rate = 0.0
   c.partial_type = "binomial"      # binomial | pair
+  # PRODEN -> CMW-Net (python -m gdw_jax.pll_pipeline, gdw_jax/pll_pipeline.py): stage A's PRODEN
+  # epochs (the snapshot the pseudo-labels come from), its recipe ('' = this config's optimizer),
+  # stage C's epochs (0 = num_epochs).
+  c.pll = ml_collections.ConfigDict(dict(pseudo_label_epoch=40, stage_a_recipe="proden",
+                                         stage_c_epochs=0))
   # Split randomness (gdw_jax/data/corruption.py): numpy (default) | legacy (replays the official
   # code's np.random / random calls, for its exact splits from the python archive). meta_seed -1:
   # meta and training sets from one split (disjoint); >= 0: the meta set is drawn with its own

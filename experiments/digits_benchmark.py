@@ -8,6 +8,7 @@
         --methods erm,mwnet,cmwnet,gdw,absgd@absgd_noise
     python -m experiments.digits_benchmark --noise none --label-file runs/digits_pmd1_35.npy \
         --seeds 3 --methods erm,mwnet,cmwnet,gdw
+    python -m experiments.digits_benchmark --partial-rate 0.3 --seeds 3 --methods proden,gdw
 
 ``--noise`` takes every noise type (``asym``: the MNIST map drawn by ``--asym-generator``);
 ``--label-file`` trains on given labels (e.g. from ``experiments.make_pmd_noise``), with
@@ -56,6 +57,8 @@ def entry_config(entry: str, args):
   config.label_file, config.noise_on_given_labels = args.label_file, args.hybrid
   config.imbalance_factor = args.imbalance
   config.imbalance_type = args.imbalance_type
+  if args.partial_rate:  # candidate sets (partial labels) around the clean labels, no noise
+    config.partial_rate, config.noise_type, config.noise_rate = args.partial_rate, "none", 0.0
   config.progress = False
   config.report = bool(args.workdir)  # reports only for kept workdirs
   if args.epochs:
@@ -112,6 +115,8 @@ def main(argv=None) -> int:
   p.add_argument("--hybrid", action="store_true", help="--noise on top of --label-file")
   p.add_argument("--imbalance", type=float, default=1.0, help="n_min/n_max in (0, 1]")
   p.add_argument("--imbalance-type", default="exp", choices=["exp", "step"])
+  p.add_argument("--partial-rate", type=float, default=0.0,
+                 help="candidate sets with partial_rate q (partial labels; --noise ignored)")
   p.add_argument("--seeds", type=int, default=3, help="runs seeds 0..S-1")
   p.add_argument("--methods", default="erm,mwnet,gdw")
   p.add_argument("--epochs", type=int, default=0, help="override num_epochs (0: config's)")

@@ -38,6 +38,7 @@ LAZY_OK = {
 
 # The trainer, top to bottom (gdw_jax/train.py's docstring); a layer imports only lower ones.
 TRAINER_LAYERS = (
+    ("gdw_jax.pll_pipeline",),  # PRODEN -> CMW-Net: three runs of the trainer, one launch
     ("gdw_jax.main",),
     ("gdw_jax.train",),
     ("gdw_jax.loop",),

@@ -196,27 +196,7 @@ class _Killed(Exception):
   pass
 
 
-def test_proden_killed_mid_epoch_resumes_to_the_same_end(tmp_path, monkeypatch):
-  """Stopped hard when asking for step 17's batch (last save: step 14, mid-epoch 1), resumed in
-  the same workdir: the same rows, confidence table (method state), weights and checkpoint."""
-  from gdw_jax.data import pipeline
-  config = dict(num_epochs=2, batch_size=133, checkpoint_every_steps=7, checkpoint_best=False)
-  full, killed = tmp_path / "full", tmp_path / "killed"
-  train.train_and_evaluate(_config(**config), str(full))
-  real = pipeline.train_batch_indices
-
-  def stop_at_17(n, batch_size, seed, epoch, step):
-    if epoch * 9 + step == 17:
-      raise _Killed()
-    return real(n, batch_size, seed, epoch, step)
-
-  monkeypatch.setattr(pipeline, "train_batch_indices", stop_at_17)
-  with pytest.raises(_Killed):
-    train.train_and_evaluate(_config(**config), str(killed))
-  monkeypatch.setattr(pipeline, "train_batch_indices", real)
-  assert not (killed / "final.json").exists()
-  train.train_and_evaluate(_config(**config), str(killed))
-  rh.assert_same_run(str(full), str(killed), same_bytes=("method_state.msgpack", "labels.npz"))
+# A PRODEN run killed mid-epoch and resumed exactly: stage A of the pipeline test below.
 
 
 # ------------------------------------------------------------------------------- bad inputs
@@ -334,17 +314,20 @@ def test_given_sets_from_npz_and_csv_reach_the_dataset(tmp_path):
 
 def test_proden_resnet32_has_option_b_shortcuts_and_its_init():
   from gdw_jax import models
+  from gdw_jax.models import resnet_cifar, torch_init
   m = models.get("resnet32_proden", 10)
-  params, state = jax.jit(m.init)(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))
+  params, state = jax.eval_shape(m.init, jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 3)))
   # option A's 464,154 + conv1x1 16->32, 32->64 and their BN scale/bias
   assert sum(a.size for a in jax.tree.leaves(params)) == 464154 + 512 + 64 + 2048 + 128
   assert set(params["layer2_0"]) == {"conv1", "bn1", "conv2", "bn2", "shortcut_0", "shortcut_1"}
+  assert params["layer2_0"]["shortcut_0"]["kernel"].shape == (1, 1, 16, 32)
   assert "shortcut_0" not in params["layer2_1"] and "shortcut_0" not in params["layer1_0"]
   assert "mean" in state["batch_stats"]["layer3_0"]["shortcut_1"]
-  k = np.asarray(params["layer3_0"]["conv2"]["kernel"])  # 3x3x64x64: std sqrt(2 / (9 * 64))
-  assert abs(k.std() / np.sqrt(2 / (9 * 64)) - 1) < 0.02
-  fc = np.asarray(params["linear"]["kernel"])
-  assert np.abs(fc).max() <= 1 / 8 and fc.std() == pytest.approx(1 / 8 / np.sqrt(3), rel=0.1)
+  assert resnet_cifar._conv_init("B") is torch_init.kaiming_normal_fan_out
+  k = np.asarray(torch_init.kaiming_normal_fan_out(jax.random.PRNGKey(1), (3, 3, 64, 64)))
+  assert abs(k.std() / np.sqrt(2 / (9 * 64)) - 1) < 0.02  # N(0, 2 / (k k out_channels))
+  k1 = np.asarray(torch_init.kaiming_normal_fan_out(jax.random.PRNGKey(2), (1, 1, 32, 64)))
+  assert abs(k1.std() / np.sqrt(2 / 64) - 1) < 0.03
 
 
 # ------------------------------------------------------------------ GDW with candidate sets
@@ -364,8 +347,9 @@ def _gdw_step(candidate_step, candidate_target="estimate"):
            "index": jnp.arange(8)}
   meta = {"x": jnp.asarray(rng.normal(size=(6, 5)).astype(np.float32)),
           "y": jnp.asarray(rng.integers(0, 4, 6).astype(np.int32))}
-  _, _, _, aux = reweighted_grads(method, state, _linear, params, {}, batch, meta, lr=0.5,
-                                  step=jnp.asarray(0))
+  step = jax.jit(lambda state, params, batch, meta: reweighted_grads(
+      method, state, _linear, params, {}, batch, meta, lr=0.5, step=jnp.asarray(0))[3])
+  aux = step(state, params, batch, meta)
   z = x @ np.asarray(params["w"])
   return np.asarray(aux["weights"]), np.asarray(aux["label_estimate"]), z
 
@@ -390,3 +374,144 @@ def test_gdw_with_generated_sets_on_digits(tmp_path):
   rows = [json.loads(r) for r in (tmp_path / "g" / "metrics.jsonl").read_text().splitlines()]
   assert all(0 <= r["disambiguation_acc"] <= 1 for r in rows) and rows[-1]["test_acc"] > 30
   assert np.isfinite(rows[-1]["meta_loss"])
+
+
+# ------------------------------------------------- PRODEN -> CMW-Net (spec checks 6-10, resume)
+
+
+def test_pseudo_labels_are_candidates_and_ties_take_the_smallest_index():
+  from gdw_jax import pll_pipeline
+  cand = np.array([[0, 1, 1, 0], [1, 0, 0, 1], [0, 0, 1, 1]], bool)
+  w = proden_lib.initial_confidence(cand)  # epoch 0: uniform rows, all ties
+  assert pll_pipeline.pseudo_labels(w).tolist() == [1, 0, 2]
+  w2 = np.array([[0, .2, .8, 0], [.6, 0, 0, .4], [0, 0, .5, .5]], np.float32)
+  y = pll_pipeline.pseudo_labels(w2)
+  assert y.tolist() == [2, 0, 2] and cand[np.arange(3), y].all()
+
+
+def test_meta_set_is_the_10_smallest_losses_of_each_pseudo_class():
+  from gdw_jax.methods import cmwnet
+  rng = np.random.default_rng(0)
+  yhat = np.repeat(np.arange(3), 30)
+  rng.shuffle(yhat)
+  loss = rng.random(90)
+  picked = cmwnet.small_loss_subset(loss, yhat, 10)
+  assert len(picked) == 30
+  for k in range(3):
+    mine = picked[yhat[picked] == k]
+    assert len(mine) == 10
+    assert set(mine) == set(np.flatnonzero(yhat == k)[np.argsort(loss[yhat == k])[:10]])
+
+
+def test_weighted_loss_and_its_gradient_through_the_numerator_only():
+  from gdw_jax.methods import weight_net
+  l = jnp.asarray([.407606, .094923])
+  v = jnp.asarray([.8, .2])
+
+  def objective(v):
+    return jnp.sum(v * l) / jax.lax.stop_gradient(jnp.sum(v))
+
+  assert float(objective(v)) == pytest.approx(.345069, abs=1e-6)
+  np.testing.assert_allclose(jax.grad(objective)(v), l / 1.0, atol=1e-6)  # d/dv: l_i / sum v
+  # the library's virtual-step coefficients of that objective: dF/dl_i = v_i / stopgrad(sum v)
+  c = weight_net.virtual_coefficients(lambda x: jnp.where(x > .3, .8, .2), l, "sum_detached")
+  np.testing.assert_allclose(c[:, 0], [.8, .2], atol=1e-6)
+
+
+def test_stage_c_schedule_lr_and_meta_steps():
+  from configs import common, recipes
+  from gdw_jax import methods, optim
+  c = common.base_config()
+  c.num_epochs, c.batch_size = 120, 256
+  recipes.apply(c, "proden_cmwnet_stage_c")
+  sched = optim.lr_schedule(c, 196)
+  lrs = [float(sched(e * 196)) for e in (79, 80, 100)]
+  np.testing.assert_allclose(lrs, [0.1, 0.01, 0.001], rtol=1e-6)
+  info = methods.DataInfo(10, 50000, np.full(10, 5000), 196)
+  m = methods.get("cmwnet")(c, info)
+  epoch = 50 * 196  # past the 45-epoch warm-up
+  meta = [i for i in range(196) if m.phase(epoch + i) == 2]
+  assert meta == list(range(0, 196, 20)) and len(meta) == 10
+  assert m.phase(44 * 196) == 0 and m.phase(45 * 196 + 1) == 1
+
+
+def _pipeline_config(**overrides):
+  c = _config(num_epochs=3, batch_size=133, checkpoint_every_steps=5, checkpoint_best=False)
+  c.pll.pseudo_label_epoch, c.pll.stage_a_recipe = 2, ""
+  for key, value in overrides.items():
+    c[key] = value
+  return c
+
+
+@pytest.fixture(scope="module")
+def pipeline_full(tmp_path_factory):
+  from gdw_jax import pll_pipeline
+  workdir = tmp_path_factory.mktemp("pll") / "full"
+  return workdir, pll_pipeline.run(_pipeline_config(), str(workdir))
+
+
+def test_pipeline_records_each_stage(pipeline_full):
+  workdir, out = pipeline_full
+  pseudo = np.load(workdir / "stage_b" / "pseudo_labels.npz")
+  conf = np.load(workdir / "stage_a" / "confidence.npz")
+  np.testing.assert_array_equal(pseudo["pseudo_labels"], np.argmax(conf["confidence"], 1))
+  correct = int(np.sum(pseudo["pseudo_labels"] == pseudo["true_labels"]))
+  assert out["stage_b"]["num_correct"] == correct > 0.5 * len(pseudo["true_labels"])
+  import json
+  data_c = json.loads((workdir / "stage_c" / "data.json").read_text())
+  assert "candidates" not in data_c  # stage C: pseudo-labels as given labels
+  assert data_c["realised_noise_rate"] == pytest.approx(1 - correct / len(pseudo["true_labels"]))
+  rows = [json.loads(r) for r in (workdir / "stage_c" / "metrics.jsonl").read_text().splitlines()]
+  assert [r["meta_set_size"] for r in rows] == [100] * 3  # 10 per pseudo-class, every epoch
+  assert out["stage_c"]["method"] == "cmwnet" and out["stage_a"]["method"] == "proden"
+
+
+def test_pipeline_killed_in_each_stage_resumes_to_the_same_end(tmp_path, monkeypatch,
+                                                               pipeline_full):
+  """Killed mid stage A (step 7), then right after stage B, then mid stage C (step 12): each
+  time the same command resumes; the end equals the uninterrupted pipeline."""
+  from gdw_jax import pll_pipeline
+  from gdw_jax.data import pipeline as batches
+  full, _ = pipeline_full
+  killed = tmp_path / "killed"
+  real_indices, real_train, real_b = (batches.train_batch_indices, train.train_and_evaluate,
+                                      pll_pipeline.stage_b)
+  where = {}
+
+  def tracked(config, workdir):
+    where["stage"] = os.path.basename(workdir)
+    return real_train(config, workdir)
+
+  def kill_at(stage, step):
+    def indices(n, batch_size, seed, epoch, s):
+      if where.get("stage") == stage and epoch * 10 + s == step:
+        raise _Killed()
+      return real_indices(n, batch_size, seed, epoch, s)
+    return indices
+
+  monkeypatch.setattr(pll_pipeline.train, "train_and_evaluate", tracked)
+  monkeypatch.setattr(batches, "train_batch_indices", kill_at("stage_a", 7))
+  with pytest.raises(_Killed):
+    pll_pipeline.run(_pipeline_config(), str(killed))
+  assert not (killed / "stage_b").exists()
+
+  def b_then_kill(workdir):
+    real_b(workdir)
+    raise _Killed()
+
+  monkeypatch.setattr(batches, "train_batch_indices", real_indices)
+  monkeypatch.setattr(pll_pipeline, "stage_b", b_then_kill)
+  with pytest.raises(_Killed):
+    pll_pipeline.run(_pipeline_config(), str(killed))
+  assert (killed / "stage_b" / "summary.json").exists() and not (killed / "stage_c").exists()
+  monkeypatch.setattr(pll_pipeline, "stage_b", real_b)
+  monkeypatch.setattr(batches, "train_batch_indices", kill_at("stage_c", 12))
+  with pytest.raises(_Killed):
+    pll_pipeline.run(_pipeline_config(), str(killed))
+  monkeypatch.setattr(batches, "train_batch_indices", real_indices)
+  pll_pipeline.run(_pipeline_config(), str(killed))
+  for stage in ("stage_a", "stage_c"):
+    rh.assert_same_run(str(full / stage), str(killed / stage),
+                       same_bytes=("method_state.msgpack", "labels.npz"))
+  for name in ("stage_b/pseudo_labels.npz", "stage_b/label_file.npy", "stage_a/confidence.npz"):
+    assert (full / name).read_bytes() == (killed / name).read_bytes(), name
