@@ -231,6 +231,11 @@ class Trainer:
     # one run's model on its own (a method's epoch_start hook); one run: the launch's own eval
     self.evaluate_one = (self.evaluate if not r.batched else
                          train_step.make_eval_fn(r.model, c.eval_batch_size, None, pre))
+    # the end-of-run pass over the training set: with the softmax where the labels are candidate
+    # sets (label_issues.csv ranks by the model's mass outside each set)
+    self.evaluate_train = (train_step.make_eval_fn(r.model, c.eval_batch_size, None, pre,
+                                                   with_probs=True)
+                           if r.datasets[0].candidates is not None else self.evaluate_one)
     ds = r.datasets[0]
 
     def cast(x):  # raw uint8 images are preprocessed on device; arrays take the run's dtype
@@ -264,7 +269,7 @@ class Trainer:
     params, model_state = (runs_lib.run_slice(t, k, r.batched)
                            for t in (self.state.params, self.state.model_state))
     with self.timers("eval"):
-      return self._eval(self.evaluate_one, params, model_state, r.store.train_images(k),
+      return self._eval(self.evaluate_train, params, model_state, r.store.train_images(k),
                         r.store.labels[k])
 
   def _train_losses(self, k: int, params, model_state) -> np.ndarray:
@@ -559,7 +564,8 @@ class Trainer:
     for k, log in enumerate(self.logs):
       final = runs_lib.final_summary(log.config, log.ds, log.recorder.history,
                                      int(steps_done[k]), r.mesh.size, self.elapsed())
-      final["label_score"] = r.methods[k].label_score  # how label_issues.csv ranks
+      final["label_score"] = (  # how label_issues.csv ranks: candidate sets rank by their mass
+          "candidates" if log.ds.candidates is not None else r.methods[k].label_score)
       if self.stream is not None and self.stream.bad_images:  # skip_bad_images: zeros instead
         final["bad_images"] = dict(sorted(self.stream.bad_images.items()))
       finals.append(final)

@@ -118,7 +118,8 @@ def make_train_step(model: models.ModelFns, method: methods.Method,
 
 
 def make_eval_fn(model: models.ModelFns, batch_size: int, mesh=None,
-                 preprocess: Optional[Callable] = None, runs: bool = False):
+                 preprocess: Optional[Callable] = None, runs: bool = False,
+                 with_probs: bool = False):
   """``evaluate(params, model_state, x, y) -> {'acc', 'top5', 'loss', 'pred', 'ce'}`` in eval mode
   (running BN stats). With a ``mesh``, each batch is split over its ``'data'`` devices (padded to
   a multiple of their count; the padding rows are dropped, eval mode has no batch coupling).
@@ -132,7 +133,9 @@ def make_eval_fn(model: models.ModelFns, batch_size: int, mesh=None,
 
   def one(params, model_state, x, y):
     logits = model.apply(params, model_state, x, False)[0]
-    return jnp.argmax(logits, -1), losses.cross_entropy(logits, y), in_top_k(logits, y)
+    out = (jnp.argmax(logits, -1), losses.cross_entropy(logits, y), in_top_k(logits, y))
+    # the softmax [C, N] (samples last, as the other outputs): candidate-set label issues
+    return out + (jax.nn.softmax(logits, -1).T,) if with_probs else out
 
   @functools.partial(jax.jit, out_shardings=out)
   def per_sample(params, model_state, x, y):
@@ -192,10 +195,10 @@ def _accumulate(per_sample: Callable, params, model_state, batches: Iterable, y,
   for n_valid, b in batches:
     out = jax.device_get(per_sample(params, model_state, b["x"], b["y"]))
     parts.append([a[..., :n_valid] for a in out])
-  preds, ces, hits = (np.concatenate(a, -1) for a in zip(*parts))
+  preds, ces, hits, *probs = (np.concatenate(a, -1) for a in zip(*parts))
   if runs:
-    return [_eval_result(p, c, h, y) for p, c, h in zip(preds, ces, hits)]
-  return _eval_result(preds, ces, hits, y)
+    return [_eval_result(p, c, h, y, *q) for p, c, h, *q in zip(preds, ces, hits, *probs)]
+  return _eval_result(preds, ces, hits, y, *probs)
 
 
 TOP_K = 5  # the second accuracy of every evaluation (WebVision / ImageNet report top-5)
@@ -209,7 +212,10 @@ def in_top_k(logits: jax.Array, y: jax.Array, k: int = TOP_K) -> jax.Array:
   return jnp.any(jax.lax.top_k(logits, k)[1] == y[..., None], axis=-1)
 
 
-def _eval_result(pred, ce, hit, y) -> Dict[str, Any]:
+def _eval_result(pred, ce, hit, y, probs=None) -> Dict[str, Any]:
   loss = float(np.sum(ce, dtype=np.float64)) / len(y)
-  return {"acc": 100.0 * float(np.mean(pred == y)), "top5": 100.0 * float(np.mean(hit)),
-          "loss": loss, "pred": pred, "ce": ce}
+  out = {"acc": 100.0 * float(np.mean(pred == y)), "top5": 100.0 * float(np.mean(hit)),
+         "loss": loss, "pred": pred, "ce": ce}
+  if probs is not None:  # with_probs: [N, C]
+    out["probs"] = probs.T
+  return out

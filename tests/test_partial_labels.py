@@ -190,6 +190,11 @@ def test_proden_on_digits_saves_sets_and_logs_disambiguation(tmp_path):
   report = (full / "report.md").read_text()
   assert "## Partial labels (candidate sets)" in report and "expected 3.740" in report
   assert "Disambiguation accuracy" in report
+  from gdw_jax.analysis import label_issues
+  cols = label_issues.read_csv(str(full / "label_issues.csv"))
+  assert json.loads((full / "final.json").read_text())["label_score"] == "candidates"
+  assert np.all(np.diff(cols["p_outside"]) <= 1e-12)  # most mass outside the set first
+  assert cols["set_misses_truth"].sum() == 0  # generated sets always hold the true label
 
 
 class _Killed(Exception):
@@ -515,3 +520,18 @@ def test_pipeline_killed_in_each_stage_resumes_to_the_same_end(tmp_path, monkeyp
                        same_bytes=("method_state.msgpack", "labels.npz"))
   for name in ("stage_b/pseudo_labels.npz", "stage_b/label_file.npy", "stage_a/confidence.npz"):
     assert (full / name).read_bytes() == (killed / name).read_bytes(), name
+
+
+def test_label_issues_rank_sets_by_the_model_mass_outside_them():
+  from gdw_jax.analysis import label_issues
+  cand = np.array([[1, 1, 0], [0, 1, 1], [1, 0, 1], [1, 1, 1]], bool)
+  probs = np.array([[.45, .45, .1], [.7, .2, .1], [.1, .8, .1], [.2, .3, .5]])
+  cols = label_issues.table(ids=["a", "b", "c", "d"], given=[0, 1, 2, 0], pred=probs.argmax(1),
+                            p_given=probs[np.arange(4), [0, 1, 2, 0]], label_score="candidates",
+                            true_labels=[1, 0, 1, 2], candidates=cand, probs=probs)
+  # mass inside: a .9, b .3, c .2, d 1.0 -> c, b, a, d
+  assert cols["id"].tolist() == ["c", "b", "a", "d"]
+  np.testing.assert_allclose(cols["p_outside"], [.8, .7, .1, 0.], atol=1e-12)
+  assert cols["candidates"].tolist() == ["0|2", "1|2", "0|1", "0|1|2"]
+  assert cols["set_misses_truth"].tolist() == [1, 1, 0, 0]
+  assert label_issues.detection(cols["score"], cols["set_misses_truth"])["auroc"] == 1.0

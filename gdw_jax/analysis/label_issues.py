@@ -11,6 +11,11 @@ label looks right), each a number per training sample:
   methods down-weight samples whose gradient disagrees with the clean meta set, so a low weight
   flags a suspicious label.
 
+* ``candidates`` (partial labels: the run's labels are candidate sets): the final model's
+  probability mass *inside* the sample's candidate set, ``sum_{j in S_i} p_j``; rank 1 is the
+  sample whose set most probably misses its true label. Columns ``p_outside`` (``1 -`` that) and
+  ``candidates`` (``|``-joined), and with the truth ``set_misses_truth``.
+
 Each method says which score ranks its samples (``Method.label_score``); the trainer records it
 in ``final.json`` as ``label_score``, so nothing here needs method names. Rank 1 is the lowest
 score (most suspicious); ties keep the training order.
@@ -32,7 +37,7 @@ import numpy as np
 from gdw_jax import fileio
 
 FILE = "label_issues.csv"
-SCORES = ("probability", "weight")
+SCORES = ("probability", "weight", "candidates")
 
 
 def weight_score(instance_weight, last_epochs: int) -> np.ndarray:
@@ -62,15 +67,22 @@ def _is_constant(w) -> bool:
 
 
 def table(*, ids, given, pred, p_given, label_score: str, weight=None, class_names=None,
-          true_labels=None) -> Dict[str, np.ndarray]:
-  """The CSV's columns in rank order (see the module docstring)."""
+          true_labels=None, candidates=None, probs=None) -> Dict[str, np.ndarray]:
+  """The CSV's columns in rank order (see the module docstring). ``candidates`` ``[n, C]`` and
+  the model's ``probs`` ``[n, C]``: the ``candidates`` score."""
   if label_score not in SCORES:
     raise ValueError(f"unknown label_score {label_score!r}; valid: {', '.join(SCORES)}")
   if label_score == "weight" and weight is None:
     raise ValueError("label_score 'weight' needs the recorded weights")
+  if label_score == "candidates" and (candidates is None or probs is None):
+    raise ValueError("label_score 'candidates' needs the candidate sets and the probabilities")
   given, pred = np.asarray(given, np.int64), np.asarray(pred, np.int64)
   p_given = np.asarray(p_given, np.float64)
-  score = p_given if label_score == "probability" else np.asarray(weight, np.float64)
+  if label_score == "candidates":
+    mask = np.asarray(candidates, bool)
+    score = np.sum(np.where(mask, np.asarray(probs, np.float64), 0.0), axis=1)
+  else:
+    score = p_given if label_score == "probability" else np.asarray(weight, np.float64)
   order = ranking(score)
   cols: Dict[str, np.ndarray] = {
       "rank": np.arange(1, len(order) + 1), "id": np.asarray(ids).astype(str)[order],
@@ -81,9 +93,14 @@ def table(*, ids, given, pred, p_given, label_score: str, weight=None, class_nam
   if class_names is not None:
     names = np.asarray(list(class_names), dtype=str)
     cols["given_class"], cols["predicted_class"] = names[given[order]], names[pred[order]]
+  if label_score == "candidates":
+    cols["p_outside"] = 1.0 - score[order]
+    cols["candidates"] = np.asarray(["|".join(map(str, np.flatnonzero(r))) for r in mask[order]])
   if true_labels is not None:
     t = np.asarray(true_labels, np.int64)[order]
     cols["true_label"], cols["mislabelled"] = t, (t != given[order]).astype(np.int64)
+    if label_score == "candidates":
+      cols["set_misses_truth"] = (~mask[order][np.arange(len(t)), t]).astype(np.int64)
   return cols
 
 
@@ -118,9 +135,9 @@ def read_csv(path: str) -> Dict[str, np.ndarray]:
   cols = {}
   for j, name in enumerate(header):
     values = [r[j] for r in body]
-    if name in ("id", "given_class", "predicted_class"):
+    if name in ("id", "given_class", "predicted_class", "candidates"):
       cols[name] = np.asarray(values, dtype=str)
-    elif name in ("p_given", "score", "weight"):
+    elif name in ("p_given", "score", "weight", "p_outside"):
       cols[name] = np.asarray(values, np.float64)
     else:
       cols[name] = np.asarray(values, np.int64)
@@ -152,10 +169,14 @@ def write_for_run(path: str, ds, train_eval: Dict[str, np.ndarray], instance_wei
   ``train_eval`` the final model's eval-mode ``pred`` and ``ce`` on the training set (given
   labels), ``instance_weight`` the recorded ``[E, N]`` weights."""
   weight = None if instance_weight is None else weight_score(instance_weight, last_epochs)
+  partial = getattr(ds, "candidates", None) is not None and "probs" in train_eval
   cols = table(ids=ds.train_ids, given=ds.y_train, pred=train_eval["pred"],
                p_given=np.exp(-np.asarray(train_eval["ce"], np.float64)),
-               label_score=label_score, weight=weight, class_names=ds.class_names,
-               true_labels=ds.y_train_true if ds.truth_known else None)
+               label_score="candidates" if partial else label_score, weight=weight,
+               class_names=ds.class_names,
+               true_labels=ds.y_train_true if ds.truth_known else None,
+               candidates=ds.candidates if partial else None,
+               probs=train_eval.get("probs"))
   write_csv(path, cols)
   return cols
 

@@ -385,11 +385,19 @@ def _label_issues_section(doc: _Doc, run: Run, summary: Dict[str, Any]):
   n = len(cols["rank"])
   what = {"probability": "the final model's probability of the given label",
           "weight": f"the mean instance weight over the last "
-                    f"{run.get('label_score_epochs', 'few')} epochs"}
+                    f"{run.get('label_score_epochs', 'few')} epochs",
+          "candidates": "the final model's probability mass inside each candidate set (low: "
+                        "the set probably misses the true label)"}
   doc.add(f"`label_issues.csv` ranks all {n} training samples, most suspicious first, by "
           f"{what.get(score, 'the score column')} (this method's `label_score`: "
           f"`{score or 'n/a'}`).", "")
-  if "mislabelled" in cols:
+  if "set_misses_truth" in cols:
+    m = int(cols["set_misses_truth"].sum())
+    doc.add(f"Candidate sets missing the true label: {m} of {n}" + (
+        f"; the ranking finds them with AUROC "
+        f"{_fmt(label_issues.detection(cols['score'], cols['set_misses_truth'])['auroc'], 3)}"
+        if 0 < m < n else " (generated sets always hold it: no detection to score)") + ".", "")
+  if "mislabelled" in cols and score != "candidates":
     k = int(cols["mislabelled"].sum())
     doc.add(f"With the true labels known ({k} of {n} training labels are wrong, "
             f"{100 * k / max(n, 1):.1f}%): how well each score finds them (mislabelled = "
