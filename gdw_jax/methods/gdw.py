@@ -77,6 +77,18 @@ CANDIDATE_STEPS = ("restricted", "all")
 CANDIDATE_TARGETS = ("estimate", "given")
 
 
+def candidate_targets(ctx, candidates, target: str):
+  """``(labels of E, the batch's candidate mask)``: the argmax of the detached logits over each
+  sample's candidates (``estimate``), or the seen label (``given``)."""
+  if ctx.index is None:
+    raise ValueError("gdw with candidate sets needs the batch's positions (batch['index'])")
+  mask = candidates[ctx.index]
+  if target == "given":
+    return ctx.labels, mask
+  z = jnp.where(mask, jax.lax.stop_gradient(ctx.logits), -jnp.inf)
+  return jnp.argmax(z, axis=-1).astype(ctx.labels.dtype), mask
+
+
 def gdw(*, outer_lr: float = 100.0, clip: float = 0.2, weight_min: float = 1e-6,
         weight_max: float = 1e6, prob_clamp: float = 0.999, weight_net=None,
         weight_optimizer=None, loss: Optional[losses.BaseLoss] = None,
@@ -110,21 +122,11 @@ def gdw(*, outer_lr: float = 100.0, clip: float = 0.2, weight_min: float = 1e-6,
     state = wnet.init(rng)
     return state if sets is None else {**state, "candidates": jnp.asarray(sets)}
 
-  def targets(ctx, state):
-    """``(labels of E, candidate mask of the batch or None)``."""
-    if sets is None:
-      return ctx.labels, None
-    if ctx.index is None:
-      raise ValueError("gdw with candidate sets needs the batch's positions (batch['index'])")
-    mask = state["candidates"][ctx.index]
-    if candidate_target == "given":
-      return ctx.labels, mask
-    z = jnp.where(mask, jax.lax.stop_gradient(ctx.logits), -jnp.inf)
-    return jnp.argmax(z, axis=-1).astype(ctx.labels.dtype), mask
-
   def update(ctx, state):
     num_classes = ctx.logits.shape[-1]
-    labels, mask = targets(ctx, state)
+    labels, mask = ctx.labels, None
+    if sets is not None:
+      labels, mask = candidate_targets(ctx, state["candidates"], candidate_target)
     # Any base loss has B = c (q - onehot) with c > 0, so the constraint with q keeps sum_j W B = 0.
     p = base.probs(ctx.logits, labels, clamp)
     e = base.logit_grad(ctx.logits, labels, ctx.step, clamp)
