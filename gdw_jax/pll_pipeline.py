@@ -42,6 +42,7 @@ from gdw_jax import main as cli
 from gdw_jax.validation import ConfigError
 
 STAGES = ("stage_a", "stage_b", "stage_c")
+LABEL_FILE_SOURCES = ("digits", "cifar10", "cifar100")  # sources that take label_file
 
 
 def stage_a_config(config):
@@ -125,6 +126,15 @@ def check_options(config) -> None:
                 f"unknown pll.stage_a_recipe {config.pll.stage_a_recipe!r}; valid: '', "
                 f"{', '.join(recipes.names())}")
   options.check(not config.seeds, "pll_pipeline runs one seed per launch (set seed, not seeds)")
+  options.check(config.dataset in LABEL_FILE_SOURCES,
+                f"pll_pipeline: stage C trains on the pseudo-labels through label_file, which "
+                f"dataset {config.dataset!r} does not take; use one of "
+                f"{', '.join(LABEL_FILE_SOURCES)}")
+  options.check(config.partial_rate > 0, "pll_pipeline needs generated candidate sets: set "
+                                         "partial_rate in (0, 1)")
+  options.check(config.imbalance_factor == 1.0 and not config.label_file,
+                "pll_pipeline trains on the whole pool with generated candidate sets: drop "
+                "imbalance_factor and label_file")
 
 
 def run(config, workdir: str) -> Dict[str, Any]:

@@ -535,3 +535,17 @@ def test_label_issues_rank_sets_by_the_model_mass_outside_them():
   assert cols["candidates"].tolist() == ["0|2", "1|2", "0|1", "0|1|2"]
   assert cols["set_misses_truth"].tolist() == [1, 1, 0, 0]
   assert label_issues.detection(cols["score"], cols["set_misses_truth"])["auroc"] == 1.0
+
+
+@pytest.mark.parametrize("key,value,words", [
+    ("partial_rate", 0.0, "needs generated candidate sets"),
+    ("imbalance_factor", 0.5, "drop imbalance_factor"),
+    ("seeds", (0, 1), "one seed per launch"),
+])
+def test_pipeline_bad_input_is_refused_before_anything_is_written(tmp_path, key, value, words):
+  from gdw_jax import pll_pipeline
+  c = _pipeline_config()
+  c[key] = value
+  with pytest.raises(ConfigError, match=words):
+    pll_pipeline.run(c, str(tmp_path / "p"))
+  assert not (tmp_path / "p").exists()
